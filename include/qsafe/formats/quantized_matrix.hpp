@@ -56,6 +56,7 @@ struct QuantizedMatrix {
         m.codes.assign(rows * m.row_bytes, 0);
         m.scales.assign(rows * m.groups_per_row, scale_type{});
         if constexpr (S::asymmetric) m.zeros.assign(rows * m.groups_per_row, 0);
+        if constexpr (S::outlier_kind == OutlierKind::sparse) m.sparse_outliers.row_ptr.assign(rows + 1, 0);
         if constexpr (S::learned) {
             const std::size_t sets = codebook_sets(rows, m.groups_per_row);
             m.codebook.assign(sets * static_cast<std::size_t>(levels), fp16_t{});
