@@ -404,14 +404,8 @@ TEST_CASE("gguf malformed: corrupted bytes never crash") {
 }
 
 TEST_CASE("gguf: real SmolLM2-135M-Instruct Q4_1 model") {
-    const char* cache = std::getenv("QSAFE_CACHE_DIR");
-    const char* home = std::getenv("HOME");
-    std::filesystem::path path;
-    if (cache != nullptr) path = std::filesystem::path(cache) / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    if ((path.empty() || !std::filesystem::exists(path)) && home != nullptr) {
-        path = std::filesystem::path(home) / ".cache/qsafe/SmolLM2-135M-Instruct.Q4_1.gguf";
-    }
-    if (!std::filesystem::exists(path)) {
+    const auto path = qsafe::test::cached_model();
+    if (path.empty()) {
         MESSAGE("skipped: SmolLM2-135M-Instruct.Q4_1.gguf not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe");
         return;
     }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
@@ -35,6 +36,19 @@ inline std::filesystem::path write_bytes(std::string_view name, std::span<const 
 
 inline std::filesystem::path write_text(std::string_view name, std::string_view text) {
     return write_bytes(name, std::as_bytes(std::span(text.data(), text.size())));
+}
+
+/// The cached real model ($QSAFE_CACHE_DIR/<name>, else ~/.cache/qsafe/<name>), or an empty path.
+inline std::filesystem::path cached_model(std::string_view name = "SmolLM2-135M-Instruct.Q4_1.gguf") {
+    for (const char* variable : {"QSAFE_CACHE_DIR", "HOME"}) {
+        const char* root = std::getenv(variable);
+        if (root == nullptr) continue;
+        auto path = std::filesystem::path(root);
+        if (std::string_view(variable) == "HOME") path /= ".cache/qsafe";
+        path /= std::string(name);
+        if (std::filesystem::exists(path)) return path;
+    }
+    return {};
 }
 
 /// Runs `open` and requires an exception of type E whose message names `path` and every fragment.
