@@ -1,0 +1,136 @@
+#pragma once
+// QuantizedLinear: a linear layer's weights under some scheme chosen at run time. The model and the tools
+// hold layers through this interface; each implementation owns typed storage (QuantizedMatrix<S>, or dense
+// fp32) and forwards to the typed kernels, so the virtual call happens once per matrix product.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/parallel.hpp"
+#include "qsafe/formats/matrix_serialization.hpp"
+#include "qsafe/formats/quantized_matrix.hpp"
+#include "qsafe/kernels/matmul.hpp"
+
+namespace qsafe {
+
+class QuantizedLinear {
+  public:
+    virtual ~QuantizedLinear() = default;
+
+    /// The registered scheme name this layer was built with (e.g. "int4-g128-asym", "fp32").
+    virtual const std::string& scheme_name() const noexcept = 0;
+    virtual std::size_t rows() const noexcept = 0;  // outputs
+    virtual std::size_t cols() const noexcept = 0;  // inputs
+    /// Bytes of every stored array (codes, scales, zero points, codebooks, outliers).
+    virtual std::size_t storage_bytes() const noexcept = 0;
+    double bits_per_weight() const noexcept {
+        return 8.0 * static_cast<double>(storage_bytes()) / static_cast<double>(rows() * cols());
+    }
+
+    /// y = W x (x: cols entries, y: rows entries).
+    virtual void gemv(std::span<const float> x, std::span<float> y) const = 0;
+    /// Y = X W^T, one activation vector per row (X: batch x cols, Y: batch x rows).
+    virtual void gemm(ConstMatrixView x, MatrixView y) const = 0;
+    /// The weights as reconstructed by the kernels (rows x cols).
+    virtual RowMatrixF dequantize() const = 0;
+    /// The typed storage as bytes; the registry entry of scheme_name() loads them back.
+    virtual std::vector<std::byte> serialize() const = 0;
+};
+
+/// A layer stored as QuantizedMatrix<S>.
+template <QuantScheme S>
+class QuantizedLinearOf final : public QuantizedLinear {
+  public:
+    QuantizedLinearOf(QuantizedMatrix<S> matrix, std::string scheme_name)
+        : matrix_(std::move(matrix)), name_(std::move(scheme_name)) {}
+
+    const QuantizedMatrix<S>& matrix() const noexcept { return matrix_; }
+    const std::string& scheme_name() const noexcept override { return name_; }
+    std::size_t rows() const noexcept override { return matrix_.rows; }
+    std::size_t cols() const noexcept override { return matrix_.cols; }
+    std::size_t storage_bytes() const noexcept override { return matrix_.storage_bytes(); }
+    void gemv(std::span<const float> x, std::span<float> y) const override { qsafe::gemv(matrix_, x, y); }
+    void gemm(ConstMatrixView x, MatrixView y) const override { qsafe::gemm(matrix_, x, y); }
+    RowMatrixF dequantize() const override { return matrix_.dequantize(); }
+    std::vector<std::byte> serialize() const override { return qsafe::serialize(matrix_); }
+
+  private:
+    QuantizedMatrix<S> matrix_;
+    std::string name_;
+};
+
+/// An unquantized fp32 layer (the full-precision reference), multiplied with Eigen.
+class DenseLinear final : public QuantizedLinear {
+  public:
+    explicit DenseLinear(RowMatrixF weights, std::string scheme_name = "fp32")
+        : w_(std::move(weights)), name_(std::move(scheme_name)) {}
+
+    const RowMatrixF& weights() const noexcept { return w_; }
+    const std::string& scheme_name() const noexcept override { return name_; }
+    std::size_t rows() const noexcept override { return static_cast<std::size_t>(w_.rows()); }
+    std::size_t cols() const noexcept override { return static_cast<std::size_t>(w_.cols()); }
+    std::size_t storage_bytes() const noexcept override { return static_cast<std::size_t>(w_.size()) * sizeof(float); }
+
+    void gemv(std::span<const float> x, std::span<float> y) const override {
+        check(x.size(), y.size(), 1);
+        const Eigen::Map<const VectorF> xv(x.data(), w_.cols());
+        // Rows split statically over threads: each output is one dot product, as in a serial run.
+        parallel_for_ranges(rows(), 64, [&](std::size_t begin, std::size_t end) {
+            const auto n = static_cast<Eigen::Index>(end - begin);
+            Eigen::Map<VectorF> yv(y.data() + begin, n);
+            yv.noalias() = w_.middleRows(static_cast<Eigen::Index>(begin), n) * xv;
+        });
+    }
+    void gemm(ConstMatrixView x, MatrixView y) const override {
+        if (x.cols != cols() || y.cols != rows() || x.rows != y.rows)
+            throw shape_error("fp32 gemm: X is " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ", W is " +
+                              std::to_string(rows()) + "x" + std::to_string(cols()) + ", Y is " + std::to_string(y.rows) +
+                              "x" + std::to_string(y.cols));
+        using Stride = Eigen::OuterStride<>;
+        const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(x.rows),
+                                                         static_cast<Eigen::Index>(x.cols), Stride(static_cast<Eigen::Index>(x.stride)));
+        Eigen::Map<RowMatrixF, 0, Stride> ym(y.data, static_cast<Eigen::Index>(y.rows), static_cast<Eigen::Index>(y.cols),
+                                             Stride(static_cast<Eigen::Index>(y.stride)));
+        parallel_for_ranges(rows(), 64, [&](std::size_t begin, std::size_t end) {
+            const auto n = static_cast<Eigen::Index>(end - begin);
+            ym.middleCols(static_cast<Eigen::Index>(begin), n).noalias() =
+                xm * w_.middleRows(static_cast<Eigen::Index>(begin), n).transpose();
+        });
+    }
+    RowMatrixF dequantize() const override { return w_; }
+    std::vector<std::byte> serialize() const override {
+        ByteWriter out;
+        out.put(static_cast<std::uint64_t>(w_.rows()));
+        out.put(static_cast<std::uint64_t>(w_.cols()));
+        out.put_array(std::span<const float>(w_.data(), static_cast<std::size_t>(w_.size())));
+        return out.take();
+    }
+    static std::unique_ptr<DenseLinear> deserialize(std::span<const std::byte> bytes, std::string name = "fp32") {
+        ByteReader in(bytes, "fp32 matrix");
+        const auto rows = in.get<std::uint64_t>("rows");
+        const auto cols = in.get<std::uint64_t>("cols");
+        std::vector<float> values;
+        in.get_array(values, "values");
+        if (rows == 0 || cols == 0 || values.size() != rows * cols)
+            in.fail("shape " + std::to_string(rows) + "x" + std::to_string(cols) + " does not match " +
+                    std::to_string(values.size()) + " values");
+        RowMatrixF w = Eigen::Map<const RowMatrixF>(values.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+        return std::make_unique<DenseLinear>(std::move(w), std::move(name));
+    }
+
+  private:
+    void check(std::size_t nx, std::size_t ny, std::size_t) const {
+        if (nx != cols() || ny != rows())
+            throw shape_error("fp32 gemv: x has " + std::to_string(nx) + " entries, y " + std::to_string(ny) + ", W is " +
+                              std::to_string(rows()) + "x" + std::to_string(cols()));
+    }
+    RowMatrixF w_;
+    std::string name_;
+};
+
+}  // namespace qsafe

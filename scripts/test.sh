@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# qsafe's test command (README.md; CI runs it through .ci/run):
+#   1. installs the Debian packages and fetches the default model (for the real-model tests),
+#   2. Release build of everything (library tests, tools, examples, benchmarks) and ctest,
+#   3. a consumer project built three ways: find_package after install, FetchContent, add_subdirectory,
+#   4. an AddressSanitizer + UBSan build running the same tests.
+# Environment: QSAFE_JOBS (default: nproc), QSAFE_DATA_DIR (default ../shared/datasets),
+#              QSAFE_CACHE_DIR (model cache, default ~/.cache/qsafe), QSAFE_SKIP_ASAN=1 to skip step 4.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+jobs="${QSAFE_JOBS:-$(nproc)}"
+
+bash scripts/install_deps.sh
+if ! model="$(bash scripts/fetch_model.sh)"; then
+  echo "test.sh: could not fetch the default model; real-model tests will be skipped" >&2
+else
+  echo "test.sh: model at $model" >&2
+fi
+if [ -z "${QSAFE_DATA_DIR:-}" ] && [ -d "$root/../shared/datasets" ]; then
+  export QSAFE_DATA_DIR="$root/../shared/datasets"
+fi
+
+echo "== Release build and tests" >&2
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "$jobs"
+ctest --test-dir build/release --output-on-failure -j "$jobs"
+
+echo "== Consumer projects (find_package, FetchContent, add_subdirectory)" >&2
+rm -rf build/consumer build/install
+cmake --install build/release --prefix build/install >/dev/null
+for mode in find_package fetch_content add_subdirectory; do
+  cmake -S tests/consumer -B "build/consumer/$mode" -DCMAKE_BUILD_TYPE=Release -DQSAFE_CONSUMER_MODE="$mode" \
+        -DCMAKE_PREFIX_PATH="$root/build/install" -DQSAFE_SOURCE_DIR="$root" >/dev/null
+  cmake --build "build/consumer/$mode" -j "$jobs" >/dev/null
+  "build/consumer/$mode/qsafe_consumer"
+done
+
+if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
+  echo "== AddressSanitizer + UBSan build and tests" >&2
+  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSAFE_SANITIZE=ON \
+        -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
+  cmake --build build/asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build/asan --output-on-failure -j "$jobs"
+fi
+echo "test.sh: all tests passed" >&2
