@@ -3,24 +3,19 @@
 // type given as raw bytes (or as fp32 quantized on the way in), data aligned to `general.alignment` (32 by
 // default). write() streams to a temporary file in the target folder and renames it over the target, so a
 // crash or full disk never leaves a half-written model under the final name.
-#include <unistd.h>
-
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
 #include "qsafe/formats/ggml_quantize.hpp"
 #include "qsafe/formats/ggml_types.hpp"
+#include "qsafe/io/atomic_write.hpp"
 #include "qsafe/io/gguf_reader.hpp"
 #include "qsafe/io/gguf_value.hpp"
 
@@ -113,28 +108,7 @@ public:
 
     /// Writes the file: temp file next to `path`, flushed and closed, then renamed over `path`.
     void write(const std::filesystem::path& path) const {
-        static std::atomic<unsigned> counter{0};
-        std::filesystem::path temp = path;
-        temp += ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-        try {
-            {
-                std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-                if (!out) throw io_error(temp.string() + ": cannot create: " + std::strerror(errno));
-                emit([&](const void* data, std::size_t size) {
-                    out.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-                    if (!out) throw io_error(temp.string() + ": write failed: " + std::strerror(errno));
-                });
-                out.close();
-                if (!out) throw io_error(temp.string() + ": close failed: " + std::strerror(errno));
-            }
-            std::error_code ec;
-            std::filesystem::rename(temp, path, ec);
-            if (ec) throw io_error(path.string() + ": cannot rename " + temp.string() + " into place: " + ec.message());
-        } catch (...) {
-            std::error_code ignored;
-            std::filesystem::remove(temp, ignored);
-            throw;
-        }
+        io::atomic_write(path, [&](auto&& sink) { emit(sink); });
     }
 
 private:
