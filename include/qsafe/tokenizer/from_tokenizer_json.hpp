@@ -163,24 +163,27 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
             if (!text) return std::nullopt;
             for (std::size_t i = 0; i < spec.tokens.size(); ++i)
                 if (spec.tokens[i] == *text) return static_cast<TokenId>(i);
-            throw format_error(origin + ": tokenizer_config.json: " + key + " '" + *text + "' is not in the vocabulary");
+            throw format_error(origin + ": " + key + ": '" + *text + "' is not in the vocabulary");
         };
         if (model.contains("unk_token") && model.at("unk_token").is_string())
             spec.unk_id = id_of(model.at("unk_token").get<std::string>(), "model.unk_token");
         if (spec.unk_id && spec.types[*spec.unk_id] == TokenType::normal) spec.types[*spec.unk_id] = TokenType::unknown;
         if (!config.is_null()) {
-            spec.bos_id = id_of(detail::config_token_text(config, "bos_token"), "bos_token");
-            spec.eos_id = id_of(detail::config_token_text(config, "eos_token"), "eos_token");
-            spec.pad_id = id_of(detail::config_token_text(config, "pad_token"), "pad_token");
-            if (!spec.unk_id) spec.unk_id = id_of(detail::config_token_text(config, "unk_token"), "unk_token");
+            spec.bos_id = id_of(detail::config_token_text(config, "bos_token"), "tokenizer_config.json bos_token");
+            spec.eos_id = id_of(detail::config_token_text(config, "eos_token"), "tokenizer_config.json eos_token");
+            spec.pad_id = id_of(detail::config_token_text(config, "pad_token"), "tokenizer_config.json pad_token");
+            if (!spec.unk_id)
+                spec.unk_id = id_of(detail::config_token_text(config, "unk_token"), "tokenizer_config.json unk_token");
         }
         // add_bos: tokenizer_config.json says so, or the post-processor template starts with the BOS token.
         bool post_adds_bos = false;
         for (const Json& p : detail::steps(tok.value("post_processor", Json()), "processors")) {
             if (p.value("type", "") == "TemplateProcessing" && p.contains("single") && !p.at("single").empty()) {
                 const Json& first = p.at("single")[0];
-                post_adds_bos = first.contains("SpecialToken") && spec.bos_id &&
-                                first.at("SpecialToken").value("id", "") == spec.tokens[*spec.bos_id];
+                if (!first.contains("SpecialToken")) continue;
+                const auto id = id_of(first.at("SpecialToken").value("id", ""), "post_processor.single[0]");
+                if (!spec.bos_id) spec.bos_id = id;
+                post_adds_bos = id == spec.bos_id;
             }
         }
         spec.add_bos = config.is_null() ? post_adds_bos : config.value("add_bos_token", post_adds_bos);
