@@ -38,7 +38,9 @@ std::vector<float> decode(GgmlType type, const Block& block) {
     return out;
 }
 
-std::uint16_t h(float f) { return float_to_fp16_bits(f); }
+std::uint16_t h(float f) {
+    return float_to_fp16_bits(f);
+}
 
 }  // namespace
 

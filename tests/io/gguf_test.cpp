@@ -87,9 +87,9 @@ Writer sample_writer() {
     w.set("types", Value::array_of(std::vector<std::int32_t>{1, 2, 3}));
     w.set("scores", Value::array_of(std::vector<float>{-1.5f, 0.0f}));
     w.set("empty", Value::array(ValueType::UINT64, {}));
-    w.set("nested", Value::array(ValueType::ARRAY, {Value::array_of(std::vector<std::int16_t>{1, -2}),
-                                                    Value::array_of(std::vector<std::string>{"x"}),
-                                                    Value::array(ValueType::BOOL, {})}));
+    w.set("nested", Value::array(ValueType::ARRAY,
+                                 {Value::array_of(std::vector<std::int16_t>{1, -2}),
+                                  Value::array_of(std::vector<std::string>{"x"}), Value::array(ValueType::BOOL, {})}));
     return w;
 }
 
@@ -106,8 +106,8 @@ TEST_CASE("mmap: bytes, bounds-checked reads, and errors naming file and offset"
     CHECK(reader.subspan(4, 2, "tail").size() == 2);
     check_error<format_error>([&] { (void)reader.read<std::uint32_t>(4, "tensor count"); }, path,
                               {"tensor count", "byte offset 4", "needs 4 bytes"});
-    check_error<format_error>([&] { (void)reader.subspan(2, std::numeric_limits<std::uint64_t>::max(), "blob"); },
-                              path, {"blob", "byte offset 2"});
+    check_error<format_error>([&] { (void)reader.subspan(2, std::numeric_limits<std::uint64_t>::max(), "blob"); }, path,
+                              {"blob", "byte offset 2"});
     io::ByteCursor cursor(reader, 4);
     CHECK(cursor.read<std::uint16_t>() == 0x07FF);
     CHECK(cursor.remaining() == 0);
@@ -221,7 +221,8 @@ TEST_CASE("gguf: typed access errors name the file and key") {
     sample_writer().write(path);
     const File f = File::open(path);
     check_error<format_error>([&] { (void)f.get<int>("llama.block_count"); }, path, {"'llama.block_count'", "missing"});
-    check_error<format_error>([&] { (void)f.get<std::string>("u32"); }, path, {"'u32'", "has type uint32", "expected string"});
+    check_error<format_error>([&] { (void)f.get<std::string>("u32"); }, path,
+                              {"'u32'", "has type uint32", "expected string"});
     check_error<format_error>([&] { (void)f.get<int>("f32"); }, path, {"has type float32", "expected an integer"});
     check_error<format_error>([&] { (void)f.get<float>("u8"); }, path, {"has type uint8", "expected a float"});
     check_error<format_error>([&] { (void)f.get<bool>("u8"); }, path, {"expected bool"});
@@ -235,6 +236,12 @@ TEST_CASE("gguf: typed access errors name the file and key") {
     CHECK(f.get_optional<int>("u8") == 200);
     CHECK_THROWS_AS((void)f.get_optional<std::string>("u8"), format_error);
     CHECK(f.has("b"));
+    // integer types that are not fixed-width aliases map to the GGUF type of the same size and sign
+    CHECK(Value(5ull).type() == ValueType::UINT64);
+    CHECK(Value(-5ll).type() == ValueType::INT64);
+    CHECK(Value(5).type() == ValueType::INT32);
+    CHECK(Value(true).type() == ValueType::BOOL);
+    CHECK(Value("text").type() == ValueType::STRING);
     CHECK_FALSE(f.has("c"));
 }
 
@@ -269,7 +276,8 @@ TEST_CASE("gguf malformed: bad magic, unsupported version, big-endian") {
     bad[0] = std::byte{'X'};
     expect_malformed("magic.gguf", bad, {"magic", "not a GGUF file"});
     for (const std::uint32_t version : {1u, 4u, 0u}) {
-        expect_malformed("version.gguf", Raw().header(0, 0, version).b, {"unsupported GGUF version " + std::to_string(version)});
+        expect_malformed("version.gguf", Raw().header(0, 0, version).b,
+                         {"unsupported GGUF version " + std::to_string(version)});
     }
     expect_malformed("big.gguf", Raw().header(0, 0, 0x03000000u).b, {"big-endian"});
 }
@@ -285,30 +293,43 @@ TEST_CASE("gguf malformed: truncated header and metadata") {
 TEST_CASE("gguf malformed: string longer than the file") {
     expect_malformed("long-key.gguf", Raw().header(0, 1).put<std::uint64_t>(1ull << 40).zeros(64).b,
                      {"key of metadata entry #0", "string length 1099511627776"});
-    expect_malformed("long-value.gguf", Raw().header(0, 1).str("name").put<std::uint32_t>(8).put<std::uint64_t>(~0ull).b,
+    expect_malformed("long-value.gguf",
+                     Raw().header(0, 1).str("name").put<std::uint32_t>(8).put<std::uint64_t>(~0ull).b,
                      {"key 'name'", "exceeds"});
-    expect_malformed("long-tensor.gguf", Raw().header(1, 0).put<std::uint64_t>(100).zeros(64).b, {"name of tensor #0", "exceeds"});
+    expect_malformed("long-tensor.gguf", Raw().header(1, 0).put<std::uint64_t>(100).zeros(64).b,
+                     {"name of tensor #0", "exceeds"});
 }
 
 TEST_CASE("gguf malformed: unknown value type, bad bool, oversized and too deep arrays, duplicate key") {
     expect_malformed("vtype.gguf", Raw().header(0, 1).str("k").put<std::uint32_t>(13).zeros(8).b,
                      {"key 'k'", "unknown value type 13"});
-    expect_malformed("atype.gguf", Raw().header(0, 1).str("k").put<std::uint32_t>(9).put<std::uint32_t>(99).put<std::uint64_t>(0).b,
+    expect_malformed("atype.gguf",
+                     Raw().header(0, 1).str("k").put<std::uint32_t>(9).put<std::uint32_t>(99).put<std::uint64_t>(0).b,
                      {"key 'k'", "unknown value type 99"});
     expect_malformed("bool.gguf", Raw().header(0, 1).str("flag").put<std::uint32_t>(7).put<std::uint8_t>(2).b,
                      {"key 'flag'", "bool value 2"});
-    expect_malformed("big-array.gguf",
-                     Raw().header(0, 1).str("arr").put<std::uint32_t>(9).put<std::uint32_t>(8).put<std::uint64_t>(1ull << 61).b,
-                     {"key 'arr'", "cannot fit"});
+    expect_malformed(
+        "big-array.gguf",
+        Raw().header(0, 1).str("arr").put<std::uint32_t>(9).put<std::uint32_t>(8).put<std::uint64_t>(1ull << 61).b,
+        {"key 'arr'", "cannot fit"});
     Raw deep;
     deep.header(0, 1).str("deep").put<std::uint32_t>(9);
     for (int i = 0; i < 20; ++i) deep.put<std::uint32_t>(9).put<std::uint64_t>(1);
     deep.zeros(64);
     expect_malformed("deep.gguf", deep.b, {"key 'deep'", "nested deeper"});
     expect_malformed("dup.gguf",
-                     Raw().header(0, 2).str("a").put<std::uint32_t>(0).put<std::uint8_t>(1).str("a").put<std::uint32_t>(0).put<std::uint8_t>(1).b,
+                     Raw()
+                         .header(0, 2)
+                         .str("a")
+                         .put<std::uint32_t>(0)
+                         .put<std::uint8_t>(1)
+                         .str("a")
+                         .put<std::uint32_t>(0)
+                         .put<std::uint8_t>(1)
+                         .b,
                      {"key 'a'", "duplicate key"});
-    expect_malformed("align.gguf", Raw().header(0, 1).str("general.alignment").put<std::uint32_t>(4).put<std::uint32_t>(24).b,
+    expect_malformed("align.gguf",
+                     Raw().header(0, 1).str("general.alignment").put<std::uint32_t>(4).put<std::uint32_t>(24).b,
                      {"general.alignment", "power of two"});
 }
 
@@ -317,7 +338,8 @@ TEST_CASE("gguf malformed: tensor infos") {
                      {"tensor 'w'", "5 dimensions"});
     expect_malformed("overflow.gguf", Raw().header(1, 0).tensor("w", {1ull << 32, 1ull << 32}, 0, 0).pad().b,
                      {"tensor 'w'", "overflow"});
-    expect_malformed("huge-dim.gguf", Raw().header(1, 0).tensor("w", {~0ull}, 0, 0).pad().b, {"tensor 'w'", "overflow"});
+    expect_malformed("huge-dim.gguf", Raw().header(1, 0).tensor("w", {~0ull}, 0, 0).pad().b,
+                     {"tensor 'w'", "overflow"});
     expect_malformed("bytes-overflow.gguf", Raw().header(1, 0).tensor("w", {1ull << 62}, 0, 0).pad().b,
                      {"tensor 'w'", "byte size overflows"});
     expect_malformed("type.gguf", Raw().header(1, 0).tensor("w", {32}, 4, 0).pad().zeros(32).b,
@@ -326,7 +348,8 @@ TEST_CASE("gguf malformed: tensor infos") {
                      {"unknown ggml type id 1000"});
     expect_malformed("block.gguf", Raw().header(1, 0).tensor("w", {33}, 2, 0).pad().zeros(64).b,
                      {"tensor 'w'", "not a multiple of the q4_0 block size 32"});
-    expect_malformed("dup-tensor.gguf", Raw().header(2, 0).tensor("w", {4}, 0, 0).tensor("w", {4}, 0, 32).pad().zeros(64).b,
+    expect_malformed("dup-tensor.gguf",
+                     Raw().header(2, 0).tensor("w", {4}, 0, 0).tensor("w", {4}, 0, 32).pad().zeros(64).b,
                      {"tensor 'w'", "duplicate tensor name"});
 }
 
@@ -339,13 +362,16 @@ TEST_CASE("gguf malformed: tensor data placement") {
                      {"tensor 'w'", "past the end"});
     expect_malformed("misaligned.gguf", Raw().header(1, 0).tensor("w", {4}, 0, 16).pad().zeros(64).b,
                      {"tensor 'w'", "not a multiple of the alignment 32"});
-    expect_malformed("overlap.gguf", Raw().header(2, 0).tensor("a", {16}, 0, 0).tensor("b", {4}, 0, 32).pad().zeros(96).b,
+    expect_malformed("overlap.gguf",
+                     Raw().header(2, 0).tensor("a", {16}, 0, 0).tensor("b", {4}, 0, 32).pad().zeros(96).b,
                      {"tensor 'b'", "overlaps tensor 'a'"});
-    expect_malformed("overlap2.gguf", Raw().header(2, 0).tensor("a", {4}, 0, 64).tensor("b", {32}, 0, 0).pad().zeros(128).b,
+    expect_malformed("overlap2.gguf",
+                     Raw().header(2, 0).tensor("a", {4}, 0, 64).tensor("b", {32}, 0, 0).pad().zeros(128).b,
                      {"tensor 'a'", "overlaps tensor 'b'"});
     expect_malformed("no-data.gguf", Raw().header(1, 0).tensor("w", {4}, 0, 0).b, {"tensor 'w'", "past the end"});
     // a file with no tensors needs no data section, and zero-size tensors may share offsets
-    const auto ok = write_bytes("empty-tensors.gguf", Raw().header(2, 0).tensor("a", {0}, 0, 0).tensor("b", {0, 3}, 2, 0).b);
+    const auto ok =
+        write_bytes("empty-tensors.gguf", Raw().header(2, 0).tensor("a", {0}, 0, 0).tensor("b", {0, 3}, 2, 0).b);
     const File f = File::open(ok);
     CHECK(f.tensor("b").n_bytes() == 0);
     CHECK(f.tensor_to_f32(f.tensor("b")).empty());

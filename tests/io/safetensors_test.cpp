@@ -92,7 +92,8 @@ TEST_CASE("safetensors: F32/F16/BF16 round trip, metadata, header order, raw int
 }
 
 TEST_CASE("safetensors: known bytes of a hand-written file") {
-    const std::string header = R"({"__metadata__":{"k":"v","n":3},"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})";
+    const std::string header =
+        R"({"__metadata__":{"k":"v","n":3},"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})";
     auto bytes = raw_file(header, 4);
     const std::uint16_t halves[2] = {0x3C00, 0xC000};  // 1, -2
     std::memcpy(bytes.data() + 8 + header.size(), halves, 4);
@@ -119,9 +120,10 @@ TEST_CASE("safetensors malformed headers") {
                      {"tensor 'w'", "overflows"});
     expect_malformed("past-end.safetensors", raw_file(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", 12),
                      {"tensor 'w'", "past the end"});
-    expect_malformed("huge-offset.safetensors",
-                     raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})", 4),
-                     {"tensor 'w'", "past the end"});
+    expect_malformed(
+        "huge-offset.safetensors",
+        raw_file(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})", 4),
+        {"tensor 'w'", "past the end"});
     expect_malformed("bytes.safetensors", raw_file(R"({"w":{"dtype":"F16","shape":[2,3],"data_offsets":[0,8]}})", 8),
                      {"tensor 'w'", "hold 8 bytes", "needs 12"});
     expect_malformed("reversed.safetensors", raw_file(R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4),
@@ -130,7 +132,8 @@ TEST_CASE("safetensors malformed headers") {
                      {"tensor 'w'", "data_offsets"});
     expect_malformed("overlap.safetensors",
                      raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
+                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                              12),
                      {"tensor 'b'", "overlap tensor 'a'"});
     expect_malformed("meta.safetensors", raw_file(R"({"__metadata__":[1]})", 0), {"__metadata__"});
 }
@@ -186,9 +189,10 @@ TEST_CASE("safetensors: sharded checkpoint through model.safetensors.index.json"
     // broken indexes
     const auto bad = write_text("sharded/bad.index.json", R"({"weight_map": {"embed": "../etc/passwd"}})");
     check_error<format_error>([&] { (void)Checkpoint::open(bad); }, bad, {"tensor 'embed'", "not a file name"});
-    const auto wrong = write_text("sharded/wrong.index.json",
-                                  R"({"weight_map": {"layer.1": "model-00001-of-00002.safetensors"}})");
-    check_error<format_error>([&] { (void)Checkpoint::open(wrong); }, wrong, {"tensor 'layer.1'", "not found in shard"});
+    const auto wrong =
+        write_text("sharded/wrong.index.json", R"({"weight_map": {"layer.1": "model-00001-of-00002.safetensors"}})");
+    check_error<format_error>([&] { (void)Checkpoint::open(wrong); }, wrong,
+                              {"tensor 'layer.1'", "not found in shard"});
     const auto no_map = write_text("sharded/nomap.index.json", R"({"metadata": {}})");
     check_error<format_error>([&] { (void)Checkpoint::open(no_map); }, no_map, {"weight_map"});
     const auto not_json = write_text("sharded/notjson.index.json", "{");

@@ -24,7 +24,9 @@ inline std::filesystem::path scratch_dir() {
     return dir;
 }
 
-inline std::filesystem::path scratch_file(std::string_view name) { return scratch_dir() / std::string(name); }
+inline std::filesystem::path scratch_file(std::string_view name) {
+    return scratch_dir() / std::string(name);
+}
 
 inline std::filesystem::path write_bytes(std::string_view name, std::span<const std::byte> bytes) {
     const auto path = scratch_file(name);

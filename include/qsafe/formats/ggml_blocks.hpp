@@ -114,8 +114,8 @@ struct BlockQ8_K {
 };
 
 // Layout checks: every field at ggml's offset, sizes equal to the GGUF type table.
-#define QSAFE_GGML_BLOCK_CHECK(Block, type)                                                         \
-    static_assert(std::is_standard_layout_v<Block> && std::is_trivially_copyable_v<Block>);        \
+#define QSAFE_GGML_BLOCK_CHECK(Block, type)                                                 \
+    static_assert(std::is_standard_layout_v<Block> && std::is_trivially_copyable_v<Block>); \
     static_assert(sizeof(Block) == ggml_bytes_per_block(type), #Block " size differs from ggml")
 QSAFE_GGML_BLOCK_CHECK(BlockQ4_0, GgmlType::Q4_0);
 QSAFE_GGML_BLOCK_CHECK(BlockQ4_1, GgmlType::Q4_1);
@@ -140,31 +140,67 @@ static_assert(offsetof(BlockQ8_0, d) == 0 && offsetof(BlockQ8_0, qs) == 2);
 static_assert(offsetof(BlockQ8_1, d) == 0 && offsetof(BlockQ8_1, s) == 2 && offsetof(BlockQ8_1, qs) == 4);
 static_assert(offsetof(BlockQ2_K, scales) == 0 && offsetof(BlockQ2_K, qs) == 16 && offsetof(BlockQ2_K, d) == 80 &&
               offsetof(BlockQ2_K, dmin) == 82);
-static_assert(offsetof(BlockQ3_K, hmask) == 0 && offsetof(BlockQ3_K, qs) == 32 &&
-              offsetof(BlockQ3_K, scales) == 96 && offsetof(BlockQ3_K, d) == 108);
+static_assert(offsetof(BlockQ3_K, hmask) == 0 && offsetof(BlockQ3_K, qs) == 32 && offsetof(BlockQ3_K, scales) == 96 &&
+              offsetof(BlockQ3_K, d) == 108);
 static_assert(offsetof(BlockQ4_K, d) == 0 && offsetof(BlockQ4_K, dmin) == 2 && offsetof(BlockQ4_K, scales) == 4 &&
               offsetof(BlockQ4_K, qs) == 16);
 static_assert(offsetof(BlockQ5_K, d) == 0 && offsetof(BlockQ5_K, dmin) == 2 && offsetof(BlockQ5_K, scales) == 4 &&
               offsetof(BlockQ5_K, qh) == 16 && offsetof(BlockQ5_K, qs) == 48);
-static_assert(offsetof(BlockQ6_K, ql) == 0 && offsetof(BlockQ6_K, qh) == 128 &&
-              offsetof(BlockQ6_K, scales) == 192 && offsetof(BlockQ6_K, d) == 208);
+static_assert(offsetof(BlockQ6_K, ql) == 0 && offsetof(BlockQ6_K, qh) == 128 && offsetof(BlockQ6_K, scales) == 192 &&
+              offsetof(BlockQ6_K, d) == 208);
 static_assert(offsetof(BlockQ8_K, d) == 0 && offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260);
 
 /// Block struct of a ggml type, for templates that work per block.
 template <GgmlType Type>
 struct BlockOf;
-template <> struct BlockOf<GgmlType::Q4_0> { using type = BlockQ4_0; };
-template <> struct BlockOf<GgmlType::Q4_1> { using type = BlockQ4_1; };
-template <> struct BlockOf<GgmlType::Q5_0> { using type = BlockQ5_0; };
-template <> struct BlockOf<GgmlType::Q5_1> { using type = BlockQ5_1; };
-template <> struct BlockOf<GgmlType::Q8_0> { using type = BlockQ8_0; };
-template <> struct BlockOf<GgmlType::Q8_1> { using type = BlockQ8_1; };
-template <> struct BlockOf<GgmlType::Q2_K> { using type = BlockQ2_K; };
-template <> struct BlockOf<GgmlType::Q3_K> { using type = BlockQ3_K; };
-template <> struct BlockOf<GgmlType::Q4_K> { using type = BlockQ4_K; };
-template <> struct BlockOf<GgmlType::Q5_K> { using type = BlockQ5_K; };
-template <> struct BlockOf<GgmlType::Q6_K> { using type = BlockQ6_K; };
-template <> struct BlockOf<GgmlType::Q8_K> { using type = BlockQ8_K; };
+template <>
+struct BlockOf<GgmlType::Q4_0> {
+    using type = BlockQ4_0;
+};
+template <>
+struct BlockOf<GgmlType::Q4_1> {
+    using type = BlockQ4_1;
+};
+template <>
+struct BlockOf<GgmlType::Q5_0> {
+    using type = BlockQ5_0;
+};
+template <>
+struct BlockOf<GgmlType::Q5_1> {
+    using type = BlockQ5_1;
+};
+template <>
+struct BlockOf<GgmlType::Q8_0> {
+    using type = BlockQ8_0;
+};
+template <>
+struct BlockOf<GgmlType::Q8_1> {
+    using type = BlockQ8_1;
+};
+template <>
+struct BlockOf<GgmlType::Q2_K> {
+    using type = BlockQ2_K;
+};
+template <>
+struct BlockOf<GgmlType::Q3_K> {
+    using type = BlockQ3_K;
+};
+template <>
+struct BlockOf<GgmlType::Q4_K> {
+    using type = BlockQ4_K;
+};
+template <>
+struct BlockOf<GgmlType::Q5_K> {
+    using type = BlockQ5_K;
+};
+template <>
+struct BlockOf<GgmlType::Q6_K> {
+    using type = BlockQ6_K;
+};
+template <>
+struct BlockOf<GgmlType::Q8_K> {
+    using type = BlockQ8_K;
+};
 template <GgmlType Type>
 using block_of_t = typename BlockOf<Type>::type;
 

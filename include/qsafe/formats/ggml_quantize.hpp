@@ -67,7 +67,9 @@ inline BlockQ4_1 quantize_block_q4_1(const float* x) noexcept {
     return b;
 }
 
-inline void store_qh(std::uint8_t (&qh)[4], std::uint32_t value) noexcept { std::memcpy(qh, &value, sizeof(value)); }
+inline void store_qh(std::uint8_t (&qh)[4], std::uint32_t value) noexcept {
+    std::memcpy(qh, &value, sizeof(value));
+}
 
 inline BlockQ5_0 quantize_block_q5_0(const float* x) noexcept {
     float amax = 0.0f;
@@ -84,7 +86,8 @@ inline BlockQ5_0 quantize_block_q5_0(const float* x) noexcept {
     b.d = to_fp16(d);
     std::uint32_t qh = 0;
     for (int j = 0; j < qk5_0 / 2; ++j) {
-        const auto q0 = static_cast<unsigned>(std::min(31, static_cast<int>(static_cast<std::int8_t>(x[j] * id + 16.5f))));
+        const auto q0 =
+            static_cast<unsigned>(std::min(31, static_cast<int>(static_cast<std::int8_t>(x[j] * id + 16.5f))));
         const auto q1 =
             static_cast<unsigned>(std::min(31, static_cast<int>(static_cast<std::int8_t>(x[j + 16] * id + 16.5f))));
         b.qs[j] = static_cast<std::uint8_t>((q0 & 0x0F) | ((q1 & 0x0F) << 4));
@@ -141,11 +144,15 @@ void quantize_blocks(std::span<const float> src, std::span<std::byte> dst, Quant
 /// True if quantize_row can produce the type.
 constexpr bool can_quantize(GgmlType type) noexcept {
     switch (type) {
-        case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q4_0: case GgmlType::Q4_1:
-        case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
-            return true;
-        default:
-            return false;
+        case GgmlType::F32:
+        case GgmlType::F16:
+        case GgmlType::BF16:
+        case GgmlType::Q4_0:
+        case GgmlType::Q4_1:
+        case GgmlType::Q5_0:
+        case GgmlType::Q5_1:
+        case GgmlType::Q8_0: return true;
+        default: return false;
     }
 }
 

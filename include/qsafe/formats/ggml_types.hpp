@@ -48,8 +48,8 @@ enum class GgmlType : std::uint32_t {
 /// Static description of one ggml type.
 struct GgmlTypeTraits {
     GgmlType type;
-    std::string_view name;        // ggml's spelling, e.g. "q4_K"
-    std::uint32_t block_size;     // weights per block
+    std::string_view name;     // ggml's spelling, e.g. "q4_K"
+    std::uint32_t block_size;  // weights per block
     std::uint32_t bytes_per_block;
 };
 
@@ -98,7 +98,9 @@ constexpr std::optional<GgmlTypeTraits> ggml_type_traits(std::uint32_t id) noexc
     return std::nullopt;
 }
 
-constexpr bool is_valid_ggml_type(std::uint32_t id) noexcept { return ggml_type_traits(id).has_value(); }
+constexpr bool is_valid_ggml_type(std::uint32_t id) noexcept {
+    return ggml_type_traits(id).has_value();
+}
 
 /// Traits of a valid enumerator (every enumerator is in the table; checked below).
 constexpr GgmlTypeTraits ggml_traits(GgmlType type) noexcept {
@@ -108,9 +110,15 @@ constexpr GgmlTypeTraits ggml_traits(GgmlType type) noexcept {
     return {type, "invalid", 0, 0};
 }
 
-constexpr std::string_view ggml_type_name(GgmlType type) noexcept { return ggml_traits(type).name; }
-constexpr std::uint32_t ggml_block_size(GgmlType type) noexcept { return ggml_traits(type).block_size; }
-constexpr std::uint32_t ggml_bytes_per_block(GgmlType type) noexcept { return ggml_traits(type).bytes_per_block; }
+constexpr std::string_view ggml_type_name(GgmlType type) noexcept {
+    return ggml_traits(type).name;
+}
+constexpr std::uint32_t ggml_block_size(GgmlType type) noexcept {
+    return ggml_traits(type).block_size;
+}
+constexpr std::uint32_t ggml_bytes_per_block(GgmlType type) noexcept {
+    return ggml_traits(type).bytes_per_block;
+}
 
 /// Name for a raw id, "unknown type <id>" if invalid; for error messages.
 inline std::string ggml_type_name_or_id(std::uint32_t id) {

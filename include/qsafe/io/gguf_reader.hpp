@@ -52,7 +52,7 @@ struct TensorInfo {
 };
 
 class File {
-public:
+  public:
     /// Maps and parses the file. Throws io_error if it cannot be opened and format_error if it is malformed.
     static File open(const std::filesystem::path& path) {
         File file(io::MappedFile::open(path));
@@ -140,17 +140,21 @@ public:
         return out;
     }
 
-private:
+  private:
     explicit File(io::MappedFile mapping) : mapping_(std::move(mapping)) {}
 
     std::string where(std::string_view key) const { return path().string() + ": key '" + std::string(key) + "'"; }
 
     template <class T>
     static std::string expected_name() {
-        if constexpr (std::same_as<T, bool>) return "bool";
-        else if constexpr (std::integral<T>) return "an integer";
-        else if constexpr (std::floating_point<T>) return "a float";
-        else return "string";
+        if constexpr (std::same_as<T, bool>)
+            return "bool";
+        else if constexpr (std::integral<T>)
+            return "an integer";
+        else if constexpr (std::floating_point<T>)
+            return "a float";
+        else
+            return "string";
     }
 
     template <class T>
@@ -195,9 +199,14 @@ private:
     // Smallest encoding of one value of a type: bounds array counts before anything is allocated.
     static std::uint64_t min_encoded_size(ValueType type) noexcept {
         switch (type) {
-            case ValueType::UINT8: case ValueType::INT8: case ValueType::BOOL: return 1;
-            case ValueType::UINT16: case ValueType::INT16: return 2;
-            case ValueType::UINT32: case ValueType::INT32: case ValueType::FLOAT32: return 4;
+            case ValueType::UINT8:
+            case ValueType::INT8:
+            case ValueType::BOOL: return 1;
+            case ValueType::UINT16:
+            case ValueType::INT16: return 2;
+            case ValueType::UINT32:
+            case ValueType::INT32:
+            case ValueType::FLOAT32: return 4;
             case ValueType::STRING: return 8;
             case ValueType::ARRAY: return 12;
             default: return 8;
@@ -206,7 +215,8 @@ private:
 
     ValueType read_value_type(io::ByteCursor& cursor, const std::string& what) const {
         const auto id = cursor.read<std::uint32_t>(what);
-        if (!is_valid_value_type(id)) cursor.reader().fail(cursor.offset() - 4, what, "unknown value type " + std::to_string(id));
+        if (!is_valid_value_type(id))
+            cursor.reader().fail(cursor.offset() - 4, what, "unknown value type " + std::to_string(id));
         return static_cast<ValueType>(id);
     }
 
@@ -229,7 +239,9 @@ private:
             case ValueType::FLOAT64: return read_scalar<double>(cursor, what);
             case ValueType::BOOL: {
                 const auto byte = cursor.read<std::uint8_t>(what);  // never memcpy into a bool: 2..255 would be UB
-                if (byte > 1) cursor.reader().fail(cursor.offset() - 1, what, "bool value " + std::to_string(byte) + " is not 0 or 1");
+                if (byte > 1)
+                    cursor.reader().fail(cursor.offset() - 1, what,
+                                         "bool value " + std::to_string(byte) + " is not 0 or 1");
                 return Value(byte == 1);
             }
             case ValueType::STRING: return Value(read_string(cursor, what));
@@ -274,15 +286,17 @@ private:
         version_ = cursor.read<std::uint32_t>("version");
         if (version_ != 2 && version_ != 3) {
             const bool big_endian = (version_ & 0xFFFFu) == 0 && version_ != 0;
-            reader.fail(4, "version", big_endian ? "big-endian GGUF files are not supported"
-                                                 : "unsupported GGUF version " + std::to_string(version_) +
-                                                       " (supported: 2 and 3)");
+            reader.fail(4, "version",
+                        big_endian ? "big-endian GGUF files are not supported"
+                                   : "unsupported GGUF version " + std::to_string(version_) + " (supported: 2 and 3)");
         }
         const auto n_tensors = cursor.read<std::uint64_t>("tensor count");
         const auto n_kv = cursor.read<std::uint64_t>("metadata count");
         // each tensor info takes >= 24 bytes and each key/value >= 13: reject counts the file cannot hold
-        if (n_tensors > cursor.remaining() / 24) reader.fail(8, "tensor count", std::to_string(n_tensors) + " tensors cannot fit in the file");
-        if (n_kv > cursor.remaining() / 13) reader.fail(16, "metadata count", std::to_string(n_kv) + " key/value pairs cannot fit in the file");
+        if (n_tensors > cursor.remaining() / 24)
+            reader.fail(8, "tensor count", std::to_string(n_tensors) + " tensors cannot fit in the file");
+        if (n_kv > cursor.remaining() / 13)
+            reader.fail(16, "metadata count", std::to_string(n_kv) + " key/value pairs cannot fit in the file");
 
         metadata_.reserve(static_cast<std::size_t>(n_kv));
         for (std::uint64_t i = 0; i < n_kv; ++i) {
@@ -375,15 +389,16 @@ private:
             }
             if (t.n_bytes() > 0) order.push_back(i);
         }
-        std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return tensors_[a].offset < tensors_[b].offset; });
+        std::sort(order.begin(), order.end(),
+                  [&](std::size_t a, std::size_t b) { return tensors_[a].offset < tensors_[b].offset; });
         for (std::size_t k = 1; k < order.size(); ++k) {
             const TensorInfo& prev = tensors_[order[k - 1]];
             const TensorInfo& cur = tensors_[order[k]];
             if (prev.offset + prev.n_bytes() > cur.offset) {
                 reader.fail(info_offsets[order[k]], "tensor '" + cur.name + "'",
-                            "data at offset " + std::to_string(cur.offset) + " overlaps tensor '" + prev.name +
-                                "' [" + std::to_string(prev.offset) + ", " +
-                                std::to_string(prev.offset + prev.n_bytes()) + ")");
+                            "data at offset " + std::to_string(cur.offset) + " overlaps tensor '" + prev.name + "' [" +
+                                std::to_string(prev.offset) + ", " + std::to_string(prev.offset + prev.n_bytes()) +
+                                ")");
             }
         }
     }

@@ -3,6 +3,7 @@
 // (including arrays of arrays) as a typed list of Values. The variant's alternative index equals the GGUF
 // type id, so reading and writing need no mapping table.
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -33,11 +34,13 @@ enum class ValueType : std::uint32_t {
 
 inline constexpr std::uint32_t value_type_count = 13;
 
-constexpr bool is_valid_value_type(std::uint32_t id) noexcept { return id < value_type_count; }
+constexpr bool is_valid_value_type(std::uint32_t id) noexcept {
+    return id < value_type_count;
+}
 
 constexpr std::string_view value_type_name(ValueType type) noexcept {
-    constexpr std::string_view names[] = {"uint8", "int8",   "uint16", "int16", "uint32", "int32",  "float32",
-                                          "bool",  "string", "array",  "uint64", "int64", "float64"};
+    constexpr std::string_view names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                          "bool",  "string", "array",  "uint64", "int64",  "float64"};
     const auto id = static_cast<std::uint32_t>(type);
     return id < value_type_count ? names[id] : std::string_view("unknown");
 }
@@ -52,8 +55,16 @@ struct Array {
 
 namespace detail {
 // Alternative order == GGUF type id.
-using ValueStorage = std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t, std::uint32_t,
-                                  std::int32_t, float, bool, std::string, Array, std::uint64_t, std::int64_t, double>;
+using ValueStorage = std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t, std::uint32_t, std::int32_t,
+                                  float, bool, std::string, Array, std::uint64_t, std::int64_t, double>;
+
+// The fixed-width integer type a GGUF value of another integer type (long long, char, ...) is stored as.
+template <std::size_t Size, bool Signed>
+using fixed_int_t = std::conditional_t<
+    Size == 1, std::conditional_t<Signed, std::int8_t, std::uint8_t>,
+    std::conditional_t<Size == 2, std::conditional_t<Signed, std::int16_t, std::uint16_t>,
+                       std::conditional_t<Size == 4, std::conditional_t<Signed, std::int32_t, std::uint32_t>,
+                                          std::conditional_t<Signed, std::int64_t, std::uint64_t>>>>;
 
 template <class T, class Variant>
 struct is_alternative;
@@ -66,10 +77,13 @@ template <class T>
 concept ValueAlternative = detail::is_alternative<std::remove_cvref_t<T>, detail::ValueStorage>::value;
 
 class Value {
-public:
+  public:
     Value() = default;  // uint8 0
     template <ValueAlternative T>
     Value(T&& value) : storage_(std::forward<T>(value)) {}  // NOLINT: implicit by design (w.set("k", 3u))
+    template <std::integral T>
+        requires(!ValueAlternative<T> && !std::same_as<T, bool>)
+    Value(T value) : storage_(static_cast<detail::fixed_int_t<sizeof(T), std::is_signed_v<T>>>(value)) {}
     Value(const char* text) : storage_(std::string(text)) {}
     Value(std::string_view text) : storage_(std::string(text)) {}
 
@@ -86,7 +100,7 @@ public:
 
     /// Array from a list of plain values, e.g. array_of(std::vector<std::string>{...}).
     template <class T>
-        requires ValueAlternative<T> || std::same_as<T, const char*>
+    requires ValueAlternative<T> || std::same_as<T, const char*>
     static Value array_of(const std::vector<T>& values) {
         Array array;
         array.element_type = values.empty() ? type_of<T>() : Value(values.front()).type();
@@ -106,8 +120,8 @@ public:
 
     bool is_integer() const noexcept {
         const auto t = type();
-        return t != ValueType::FLOAT32 && t != ValueType::FLOAT64 && t != ValueType::BOOL &&
-               t != ValueType::STRING && t != ValueType::ARRAY;
+        return t != ValueType::FLOAT32 && t != ValueType::FLOAT64 && t != ValueType::BOOL && t != ValueType::STRING &&
+               t != ValueType::ARRAY;
     }
     bool is_float() const noexcept { return type() == ValueType::FLOAT32 || type() == ValueType::FLOAT64; }
 
@@ -168,13 +182,14 @@ public:
         if constexpr (std::same_as<T, const char*>) {
             return ValueType::STRING;
         } else {
-            return static_cast<ValueType>(index_of<T>(std::make_index_sequence<std::variant_size_v<detail::ValueStorage>>{}));
+            return static_cast<ValueType>(
+                index_of<T>(std::make_index_sequence<std::variant_size_v<detail::ValueStorage>>{}));
         }
     }
 
     friend bool operator==(const Value& a, const Value& b) { return a.storage_ == b.storage_; }
 
-private:
+  private:
     template <class T, std::size_t... I>
     static constexpr std::size_t index_of(std::index_sequence<I...>) noexcept {
         std::size_t index = 0;

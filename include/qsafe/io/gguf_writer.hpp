@@ -22,7 +22,7 @@
 namespace qsafe::gguf {
 
 class Writer {
-public:
+  public:
     /// Sets a metadata key, replacing an existing value in place (file order is first-set order).
     /// `general.alignment` must be a uint32 power of two (config_error otherwise).
     void set(std::string key, Value value) {
@@ -111,7 +111,7 @@ public:
         io::atomic_write(path, [&](auto&& sink) { emit(sink); });
     }
 
-private:
+  private:
     struct Pending {
         TensorInfo info;
         std::vector<std::byte> owned;

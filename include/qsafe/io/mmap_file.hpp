@@ -29,7 +29,7 @@ static_assert(std::endian::native == std::endian::little, "qsafe's file readers 
 
 /// Owns a read-only, private mapping of a regular file. Move-only; unmaps on destruction.
 class MappedFile {
-public:
+  public:
     /// Throws io_error if the file cannot be opened or mapped or is not a regular file, and format_error if
     /// it is empty (no format qsafe reads has a valid zero-byte file, and mmap rejects length 0).
     static MappedFile open(const std::filesystem::path& path) {
@@ -65,7 +65,8 @@ public:
     }
 
     MappedFile(MappedFile&& other) noexcept
-        : path_(std::move(other.path_)), data_(std::exchange(other.data_, nullptr)),
+        : path_(std::move(other.path_)),
+          data_(std::exchange(other.data_, nullptr)),
           size_(std::exchange(other.size_, 0)) {}
     MappedFile& operator=(MappedFile&& other) noexcept {
         if (this != &other) {
@@ -84,7 +85,7 @@ public:
     std::size_t size() const noexcept { return size_; }
     std::span<const std::byte> bytes() const noexcept { return {static_cast<const std::byte*>(data_), size_}; }
 
-private:
+  private:
     MappedFile() = default;
 
     void unmap() noexcept {
@@ -104,7 +105,7 @@ private:
 
 /// Bounds-checked random access over a byte span, with the name of its source for error messages.
 class ByteReader {
-public:
+  public:
     ByteReader(std::span<const std::byte> bytes, std::string source) : bytes_(bytes), source_(std::move(source)) {}
 
     std::uint64_t size() const noexcept { return bytes_.size(); }
@@ -117,8 +118,8 @@ public:
     }
 
     template <class T>
-        requires std::is_trivially_copyable_v<T>
-    T read(std::uint64_t offset, std::string_view what = "value") const {
+    requires std::is_trivially_copyable_v<T> T read(std::uint64_t offset, std::string_view what = "value")
+    const {
         const auto span = subspan(offset, sizeof(T), what);
         T value;
         std::memcpy(&value, span.data(), sizeof(T));
@@ -141,25 +142,22 @@ public:
                            std::string(problem));
     }
 
-private:
+  private:
     std::span<const std::byte> bytes_;
     std::string source_;
 };
 
 /// Sequential reads over a ByteReader: the position advances only after a successful read.
 class ByteCursor {
-public:
+  public:
     explicit ByteCursor(const ByteReader& reader, std::uint64_t offset = 0) : reader_(&reader), offset_(offset) {}
 
     std::uint64_t offset() const noexcept { return offset_; }
-    std::uint64_t remaining() const noexcept {
-        return offset_ < reader_->size() ? reader_->size() - offset_ : 0;
-    }
+    std::uint64_t remaining() const noexcept { return offset_ < reader_->size() ? reader_->size() - offset_ : 0; }
     const ByteReader& reader() const noexcept { return *reader_; }
 
     template <class T>
-        requires std::is_trivially_copyable_v<T>
-    T read(std::string_view what = "value") {
+    requires std::is_trivially_copyable_v<T> T read(std::string_view what = "value") {
         const T value = reader_->read<T>(offset_, what);
         offset_ += sizeof(T);
         return value;
@@ -175,7 +173,7 @@ public:
         reader_->fail(offset_, what, problem);
     }
 
-private:
+  private:
     const ByteReader* reader_;
     std::uint64_t offset_;
 };

@@ -37,10 +37,10 @@ struct DtypeTraits {
 };
 
 inline constexpr DtypeTraits dtype_table[] = {
-    {Dtype::BOOL, "BOOL", 1}, {Dtype::U8, "U8", 1},   {Dtype::I8, "I8", 1},     {Dtype::F8_E4M3, "F8_E4M3", 1},
+    {Dtype::BOOL, "BOOL", 1},       {Dtype::U8, "U8", 1},   {Dtype::I8, "I8", 1},   {Dtype::F8_E4M3, "F8_E4M3", 1},
     {Dtype::F8_E5M2, "F8_E5M2", 1}, {Dtype::I16, "I16", 2}, {Dtype::U16, "U16", 2}, {Dtype::F16, "F16", 2},
-    {Dtype::BF16, "BF16", 2}, {Dtype::I32, "I32", 4}, {Dtype::U32, "U32", 4}, {Dtype::F32, "F32", 4},
-    {Dtype::F64, "F64", 8},   {Dtype::I64, "I64", 8}, {Dtype::U64, "U64", 8},
+    {Dtype::BF16, "BF16", 2},       {Dtype::I32, "I32", 4}, {Dtype::U32, "U32", 4}, {Dtype::F32, "F32", 4},
+    {Dtype::F64, "F64", 8},         {Dtype::I64, "I64", 8}, {Dtype::U64, "U64", 8},
 };
 
 constexpr std::string_view dtype_name(Dtype dtype) noexcept {
@@ -88,7 +88,7 @@ struct TensorInfo {
 inline constexpr std::uint64_t max_header_size = 100u << 20;  // as the reference implementation: 100 MB
 
 class File {
-public:
+  public:
     static File open(const std::filesystem::path& path) {
         File file(io::MappedFile::open(path));
         file.parse();
@@ -137,7 +137,7 @@ public:
         return out;
     }
 
-private:
+  private:
     explicit File(io::MappedFile mapping) : mapping_(std::move(mapping)) {}
 
     [[noreturn]] void fail(std::string_view where, std::string_view problem) const {
@@ -153,10 +153,12 @@ private:
         const io::ByteReader reader(mapping_.bytes(), path().string());
         const auto header_size = reader.read<std::uint64_t>(0, "header length");
         if (header_size > reader.size() - 8) {
-            reader.fail(0, "header length", std::to_string(header_size) + " exceeds the " +
-                                                std::to_string(reader.size() - 8) + " bytes after it");
+            reader.fail(
+                0, "header length",
+                std::to_string(header_size) + " exceeds the " + std::to_string(reader.size() - 8) + " bytes after it");
         }
-        if (header_size > max_header_size) reader.fail(0, "header length", std::to_string(header_size) + " exceeds 100 MB");
+        if (header_size > max_header_size)
+            reader.fail(0, "header length", std::to_string(header_size) + " exceeds 100 MB");
         data_offset_ = 8 + header_size;
         const auto text = reader.subspan(8, header_size, "header");
         nlohmann::ordered_json header;
@@ -182,7 +184,8 @@ private:
         check_overlaps();
     }
 
-    TensorInfo parse_tensor(const std::string& name, const nlohmann::ordered_json& entry, std::uint64_t data_size) const {
+    TensorInfo parse_tensor(const std::string& name, const nlohmann::ordered_json& entry,
+                            std::uint64_t data_size) const {
         const std::string where = "tensor '" + name + "'";
         if (!entry.is_object()) fail(where, "entry is not an object");
         TensorInfo info;
@@ -235,9 +238,9 @@ private:
         std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) { return a->begin < b->begin; });
         for (std::size_t i = 1; i < sorted.size(); ++i) {
             if (sorted[i - 1]->end > sorted[i]->begin) {
-                fail("tensor '" + sorted[i]->name + "'",
-                     "data_offsets [" + std::to_string(sorted[i]->begin) + ", " + std::to_string(sorted[i]->end) +
-                         "] overlap tensor '" + sorted[i - 1]->name + "'");
+                fail("tensor '" + sorted[i]->name + "'", "data_offsets [" + std::to_string(sorted[i]->begin) + ", " +
+                                                             std::to_string(sorted[i]->end) + "] overlap tensor '" +
+                                                             sorted[i - 1]->name + "'");
             }
         }
     }
@@ -252,7 +255,7 @@ private:
 /// A checkpoint folder: either sharded (model.safetensors.index.json whose "weight_map" maps each tensor
 /// name to a shard file in the same folder) or a single model.safetensors. Each shard is mapped once.
 class Checkpoint {
-public:
+  public:
     /// `path` may be the folder, the index JSON, or a single .safetensors file.
     static Checkpoint open(const std::filesystem::path& path) {
         Checkpoint checkpoint;
@@ -263,7 +266,8 @@ public:
             if (!std::filesystem::exists(index)) {
                 const auto single = path / "model.safetensors";
                 if (!std::filesystem::exists(single)) {
-                    throw io_error(path.string() + ": neither model.safetensors.index.json nor model.safetensors found");
+                    throw io_error(path.string() +
+                                   ": neither model.safetensors.index.json nor model.safetensors found");
                 }
                 checkpoint.add_whole_file(single);
                 return checkpoint;
@@ -299,7 +303,7 @@ public:
         return file.tensor_to_f32(file.tensor(name));
     }
 
-private:
+  private:
     std::size_t lookup(std::string_view name) const {
         const auto it = where_.find(name);
         if (it == where_.end()) throw format_error(path_.string() + ": tensor '" + std::string(name) + "': missing");
@@ -333,7 +337,8 @@ private:
             const std::filesystem::path shard_path(shard_name);
             if (shard_name.empty() || shard_path.has_parent_path() || shard_path.is_absolute() || shard_name == "." ||
                 shard_name == "..") {
-                throw format_error(where + ": shard \"" + shard_name + "\" is not a file name in the checkpoint folder");
+                throw format_error(where + ": shard \"" + shard_name +
+                                   "\" is not a file name in the checkpoint folder");
             }
             auto [it, inserted] = shard_ids.emplace(shard_name, shards_.size());
             if (inserted) shards_.push_back(File::open(index_path.parent_path() / shard_path));
@@ -353,9 +358,10 @@ private:
 
 /// Writes a single safetensors file (tensors in insertion order, header padded with spaces to 8 bytes).
 class Writer {
-public:
+  public:
     void add_tensor(std::string name, Dtype dtype, std::vector<std::uint64_t> shape, std::vector<std::byte> data) {
-        if (name.empty() || name == "__metadata__") throw config_error("safetensors::Writer: invalid tensor name '" + name + "'");
+        if (name.empty() || name == "__metadata__")
+            throw config_error("safetensors::Writer: invalid tensor name '" + name + "'");
         for (const auto& t : tensors_) {
             if (t.name == name) throw config_error("safetensors::Writer: duplicate tensor '" + name + "'");
         }
@@ -373,7 +379,8 @@ public:
     void add_tensor_f32(std::string name, std::vector<std::uint64_t> shape, std::span<const float> values,
                         Dtype dtype = Dtype::F32) {
         if (!can_convert_to_f32(dtype)) {
-            throw config_error("safetensors::Writer: tensor '" + name + "': cannot store f32 as " + std::string(dtype_name(dtype)));
+            throw config_error("safetensors::Writer: tensor '" + name + "': cannot store f32 as " +
+                               std::string(dtype_name(dtype)));
         }
         std::vector<std::byte> data(values.size() * dtype_size(dtype));
         for (std::size_t i = 0; i < values.size(); ++i) {
@@ -396,9 +403,8 @@ public:
         if (!metadata_.empty()) json["__metadata__"] = metadata_;
         std::uint64_t offset = 0;
         for (const auto& t : tensors_) {
-            json[t.name] = {{"dtype", dtype_name(t.dtype)},
-                            {"shape", t.shape},
-                            {"data_offsets", {offset, offset + t.data.size()}}};
+            json[t.name] = {
+                {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
             offset += t.data.size();
         }
         return json.dump();
@@ -417,7 +423,7 @@ public:
         io::atomic_write(path, [&](auto&& sink) { emit(sink); });
     }
 
-private:
+  private:
     struct Pending {
         std::string name;
         Dtype dtype;
