@@ -1,0 +1,128 @@
+#pragma once
+// Hyper-parameters of a Llama-family decoder, read from GGUF metadata (`<arch>.*` keys) or from a Hugging
+// Face config.json. Nothing is assumed: every value comes from the file or is a documented default of the
+// format (rope theta 10000, norm epsilon 1e-5 when a key is absent).
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/io/gguf.hpp"
+
+namespace qsafe {
+
+/// Llama 3.1-style frequency-dependent RoPE scaling ("rope_type": "llama3").
+struct Llama3RopeScaling {
+    float factor = 8.0f;
+    float low_freq_factor = 1.0f;
+    float high_freq_factor = 4.0f;
+    std::size_t original_context_length = 8192;
+};
+
+struct LlamaConfig {
+    std::string architecture = "llama";  // llama | mistral | qwen2
+    std::size_t n_layers = 0;
+    std::size_t d_model = 0;
+    std::size_t n_heads = 0;
+    std::size_t n_kv_heads = 0;
+    std::size_t head_dim = 0;
+    std::size_t rope_dim = 0;  // leading dimensions of each head that are rotated (= head_dim for Llama)
+    std::size_t d_ff = 0;
+    std::size_t vocab_size = 0;
+    std::size_t context_length = 0;
+    float rope_theta = 10000.0f;
+    float norm_eps = 1e-5f;
+    bool tied_embeddings = false;
+    bool qkv_bias = false;  // Qwen2 adds biases to the q, k and v projections
+    std::optional<Llama3RopeScaling> rope_scaling;
+
+    void validate(const std::string& source) const {
+        auto fail = [&](const std::string& what) { throw format_error(source + ": invalid model config: " + what); };
+        if (n_layers == 0 || d_model == 0 || n_heads == 0 || n_kv_heads == 0 || d_ff == 0 || vocab_size == 0)
+            fail("a dimension is zero");
+        if (n_heads % n_kv_heads != 0) fail("head count " + std::to_string(n_heads) + " is not a multiple of the KV head count " + std::to_string(n_kv_heads));
+        if (head_dim == 0 || head_dim % 2 != 0) fail("head dimension must be even and non-zero");
+        if (rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0) fail("rope dimension " + std::to_string(rope_dim) + " is invalid");
+        if (!(rope_theta > 0.0f) || !(norm_eps > 0.0f)) fail("rope theta and norm epsilon must be positive");
+    }
+};
+
+/// Reads the config of a llama / mistral / qwen2 GGUF file.
+inline LlamaConfig config_from_gguf(const gguf::File& file) {
+    LlamaConfig c;
+    c.architecture = file.get<std::string>("general.architecture");
+    if (c.architecture != "llama" && c.architecture != "mistral" && c.architecture != "qwen2")
+        throw format_error(file.path().string() + ": architecture '" + c.architecture +
+                           "' is not supported (llama, mistral, qwen2)");
+    const std::string a = c.architecture + ".";
+    c.n_layers = file.get<std::size_t>(a + "block_count");
+    c.d_model = file.get<std::size_t>(a + "embedding_length");
+    c.n_heads = file.get<std::size_t>(a + "attention.head_count");
+    c.n_kv_heads = file.get_optional<std::size_t>(a + "attention.head_count_kv").value_or(c.n_heads);
+    c.d_ff = file.get<std::size_t>(a + "feed_forward_length");
+    c.context_length = file.get_optional<std::size_t>(a + "context_length").value_or(2048);
+    c.head_dim = file.get_optional<std::size_t>(a + "attention.key_length").value_or(c.n_heads ? c.d_model / c.n_heads : 0);
+    c.rope_dim = file.get_optional<std::size_t>(a + "rope.dimension_count").value_or(c.head_dim);
+    c.rope_theta = file.get_optional<float>(a + "rope.freq_base").value_or(10000.0f);
+    c.norm_eps = file.get_optional<float>(a + "attention.layer_norm_rms_epsilon").value_or(1e-5f);
+    if (auto v = file.get_optional<std::size_t>(a + "vocab_size")) c.vocab_size = *v;
+    else if (const auto* t = file.find_tensor("token_embd.weight")) c.vocab_size = t->rows();
+    c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+    c.qkv_bias = file.find_tensor("blk.0.attn_q.bias") != nullptr;
+    // Llama 3.1 scaling is applied through the `rope_freqs.weight` tensor in GGUF files (see decoder).
+    c.validate(file.path().string());
+    return c;
+}
+
+/// Reads a Hugging Face config.json of LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM.
+inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::string& source) {
+    LlamaConfig c;
+    auto need = [&](const char* key) -> const nlohmann::json& {
+        if (!j.contains(key)) throw format_error(source + ": key '" + std::string(key) + "' missing");
+        return j.at(key);
+    };
+    std::string arch = "LlamaForCausalLM";
+    if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
+        arch = j["architectures"][0].get<std::string>();
+    if (arch == "LlamaForCausalLM") c.architecture = "llama";
+    else if (arch == "MistralForCausalLM") c.architecture = "mistral";
+    else if (arch == "Qwen2ForCausalLM") c.architecture = "qwen2";
+    else throw format_error(source + ": architecture '" + arch + "' is not supported");
+    try {
+        c.n_layers = need("num_hidden_layers").get<std::size_t>();
+        c.d_model = need("hidden_size").get<std::size_t>();
+        c.n_heads = need("num_attention_heads").get<std::size_t>();
+        c.n_kv_heads = j.value("num_key_value_heads", c.n_heads);
+        c.d_ff = need("intermediate_size").get<std::size_t>();
+        c.vocab_size = need("vocab_size").get<std::size_t>();
+        c.context_length = j.value("max_position_embeddings", std::size_t{2048});
+        c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<std::size_t>() : c.d_model / c.n_heads;
+        c.rope_dim = c.head_dim;
+        c.rope_theta = j.value("rope_theta", 10000.0f);
+        c.norm_eps = j.value("rms_norm_eps", 1e-5f);
+        c.tied_embeddings = j.value("tie_word_embeddings", false);
+        c.qkv_bias = c.architecture == "qwen2";
+        if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+            const auto& rs = j["rope_scaling"];
+            const std::string type = rs.value("rope_type", rs.value("type", std::string()));
+            if (type == "llama3") {
+                Llama3RopeScaling s;
+                s.factor = rs.value("factor", 8.0f);
+                s.low_freq_factor = rs.value("low_freq_factor", 1.0f);
+                s.high_freq_factor = rs.value("high_freq_factor", 4.0f);
+                s.original_context_length = rs.value("original_max_position_embeddings", std::size_t{8192});
+                c.rope_scaling = s;
+            } else if (!type.empty() && type != "default") {
+                throw format_error(source + ": rope_scaling type '" + type + "' is not supported");
+            }
+        }
+    } catch (const nlohmann::json::exception& e) {
+        throw format_error(source + ": " + e.what());
+    }
+    c.validate(source);
+    return c;
+}
+
+}  // namespace qsafe

@@ -1,0 +1,187 @@
+#pragma once
+// LlamaModel: a minimal Llama-family decoder (RMSNorm, RoPE, grouped-query attention with a KV cache,
+// SwiGLU MLP) whose linear layers run under any scheme. One code path serves prompt prefill and batched
+// decoding: forward() takes a batch of tokens, each appended to its own sequence's cache, so linear layers
+// see a (tokens x features) matrix and use the GEMM kernels; attention is per token and head.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/parallel.hpp"
+#include "qsafe/model/kv_cache.hpp"
+#include "qsafe/model/ops.hpp"
+#include "qsafe/model/weights.hpp"
+
+namespace qsafe {
+
+/// One token of a forward batch: appended to `cache` at the cache's next position.
+struct TokenSlot {
+    KvCache* cache = nullptr;
+    std::int32_t token = 0;
+    bool want_logits = false;
+};
+
+/// Sees the input of every linear layer (tokens x in_features), e.g. to collect calibration statistics.
+using LinearInputObserver = std::function<void(const std::string& tensor_name, ConstMatrixView input)>;
+
+class LlamaModel {
+  public:
+    explicit LlamaModel(LlamaWeights weights)
+        : w_(std::move(weights)),
+          inv_freq_(ops::rope_inverse_frequencies(w_.config.rope_dim, w_.config.rope_theta, w_.rope_freq_factors)) {}
+
+    const LlamaConfig& config() const noexcept { return w_.config; }
+    const LlamaWeights& weights() const noexcept { return w_; }
+    LlamaWeights& mutable_weights() noexcept { return w_; }
+    KvCache new_cache() const { return KvCache(w_.config); }
+    void set_linear_observer(LinearInputObserver observer) { observer_ = std::move(observer); }
+
+    /// Runs a batch of tokens. Tokens of one cache must appear in sequence order. Returns the logits
+    /// (one row per slot with want_logits, in slot order).
+    RowMatrixF forward(std::span<const TokenSlot> slots) {
+        const LlamaConfig& c = w_.config;
+        const std::size_t n = slots.size();
+        if (n == 0) return {};
+        // Positions: each slot takes the next free position of its cache.
+        std::vector<std::size_t> pos(n);
+        std::unordered_map<KvCache*, std::size_t> added;
+        for (std::size_t t = 0; t < n; ++t) {
+            if (slots[t].token < 0 || static_cast<std::size_t>(slots[t].token) >= c.vocab_size)
+                throw config_error("token id " + std::to_string(slots[t].token) + " is outside the vocabulary of " +
+                                   std::to_string(c.vocab_size));
+            pos[t] = slots[t].cache->length() + added[slots[t].cache]++;
+        }
+        for (const auto& [cache, count] : added) cache->reserve(cache->length() + count);
+
+        const std::size_t d = c.d_model, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
+        RowMatrixF x(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(d));
+        for (std::size_t t = 0; t < n; ++t) x.row(static_cast<Eigen::Index>(t)) = w_.token_embedding.row(slots[t].token);
+        RowMatrixF h(x.rows(), x.cols()), q(x.rows(), static_cast<Eigen::Index>(q_dim)), k(x.rows(), static_cast<Eigen::Index>(kv_dim)),
+            v(x.rows(), static_cast<Eigen::Index>(kv_dim)), attn(x.rows(), static_cast<Eigen::Index>(q_dim)), proj(x.rows(), x.cols()),
+            gate(x.rows(), static_cast<Eigen::Index>(c.d_ff)), up(x.rows(), static_cast<Eigen::Index>(c.d_ff));
+
+        for (std::size_t layer = 0; layer < c.n_layers; ++layer) {
+            const LayerWeights& L = w_.layers[layer];
+            const std::string prefix = "blk." + std::to_string(layer) + ".";
+            norm_rows(x, L.attn_norm, h);
+            linear(prefix + "attn_q.weight", *L.wq, h, q);
+            linear(prefix + "attn_k.weight", *L.wk, h, k);
+            linear(prefix + "attn_v.weight", *L.wv, h, v);
+            if (c.qkv_bias) {
+                q.rowwise() += L.bq.transpose();
+                k.rowwise() += L.bk.transpose();
+                v.rowwise() += L.bv.transpose();
+            }
+            for (std::size_t t = 0; t < n; ++t) {
+                ops::rope(q.row(static_cast<Eigen::Index>(t)).data(), c.n_heads, hd, pos[t], inv_freq_);
+                ops::rope(k.row(static_cast<Eigen::Index>(t)).data(), c.n_kv_heads, hd, pos[t], inv_freq_);
+                std::copy_n(k.row(static_cast<Eigen::Index>(t)).data(), kv_dim, slots[t].cache->key(layer, pos[t]));
+                std::copy_n(v.row(static_cast<Eigen::Index>(t)).data(), kv_dim, slots[t].cache->value(layer, pos[t]));
+            }
+            attention(slots, pos, layer, q, attn);
+            linear(prefix + "attn_output.weight", *L.wo, attn, proj);
+            x += proj;
+            norm_rows(x, L.ffn_norm, h);
+            linear(prefix + "ffn_gate.weight", *L.w_gate, h, gate);
+            linear(prefix + "ffn_up.weight", *L.w_up, h, up);
+            parallel_for(n, [&](std::size_t t) {
+                ops::swiglu({gate.row(static_cast<Eigen::Index>(t)).data(), c.d_ff}, {up.row(static_cast<Eigen::Index>(t)).data(), c.d_ff});
+            });
+            linear(prefix + "ffn_down.weight", *L.w_down, gate, proj);
+            x += proj;
+        }
+        for (const auto& [cache, count] : added) cache->advance(count);
+
+        std::size_t n_out = 0;
+        for (const auto& s : slots) n_out += s.want_logits ? 1 : 0;
+        RowMatrixF last(static_cast<Eigen::Index>(n_out), static_cast<Eigen::Index>(d));
+        for (std::size_t t = 0, o = 0; t < n; ++t)
+            if (slots[t].want_logits) last.row(static_cast<Eigen::Index>(o++)) = x.row(static_cast<Eigen::Index>(t));
+        RowMatrixF normed(last.rows(), last.cols());
+        norm_rows(last, w_.output_norm, normed);
+        RowMatrixF logits(static_cast<Eigen::Index>(n_out), static_cast<Eigen::Index>(c.vocab_size));
+        if (n_out > 0) linear("output.weight", *w_.output, normed, logits);
+        return logits;
+    }
+
+    /// Appends `tokens` to one sequence; returns the logits of every token (all_logits) or of the last.
+    RowMatrixF forward_sequence(KvCache& cache, std::span<const std::int32_t> tokens, bool all_logits = false) {
+        std::vector<TokenSlot> slots(tokens.size());
+        for (std::size_t i = 0; i < tokens.size(); ++i) slots[i] = {&cache, tokens[i], all_logits || i + 1 == tokens.size()};
+        return forward(slots);
+    }
+
+    /// One new token for each of several sequences (each with its own cache and length).
+    RowMatrixF decode_step(std::span<KvCache* const> caches, std::span<const std::int32_t> tokens) {
+        if (caches.size() != tokens.size()) throw shape_error("decode_step: one token per cache expected");
+        std::vector<TokenSlot> slots(tokens.size());
+        for (std::size_t i = 0; i < tokens.size(); ++i) slots[i] = {caches[i], tokens[i], true};
+        return forward(slots);
+    }
+
+  private:
+    void norm_rows(const RowMatrixF& in, const VectorF& weight, RowMatrixF& out) const {
+        const auto d = static_cast<std::size_t>(in.cols());
+        parallel_for(static_cast<std::size_t>(in.rows()), [&](std::size_t t) {
+            ops::rms_norm({in.row(static_cast<Eigen::Index>(t)).data(), d}, {weight.data(), d}, w_.config.norm_eps,
+                          {out.row(static_cast<Eigen::Index>(t)).data(), d});
+        });
+    }
+
+    /// Y = X W^T with the layer's kernels: GEMV for one token, GEMM in chunks of up to 64 tokens.
+    void linear(const std::string& name, const QuantizedLinear& layer, const RowMatrixF& in, RowMatrixF& out) const {
+        if (observer_) observer_(name, in);
+        const auto rows = static_cast<std::size_t>(in.rows());
+        if (rows == 1) {
+            layer.gemv({in.data(), layer.cols()}, {out.data(), layer.rows()});
+            return;
+        }
+        constexpr std::size_t chunk = 64;
+        for (std::size_t r = 0; r < rows; r += chunk) {
+            const std::size_t m = std::min(chunk, rows - r);
+            layer.gemm(ConstMatrixView(in.data() + r * layer.cols(), m, layer.cols()),
+                       MatrixView(out.data() + r * layer.rows(), m, layer.rows()));
+        }
+    }
+
+    void attention(std::span<const TokenSlot> slots, const std::vector<std::size_t>& pos, std::size_t layer,
+                   const RowMatrixF& q, RowMatrixF& out) const {
+        const LlamaConfig& c = w_.config;
+        const std::size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        parallel_for(slots.size() * c.n_heads, [&](std::size_t job) {
+            const std::size_t t = job / c.n_heads, head = job % c.n_heads, kv_head = head / group;
+            const KvCache& cache = *slots[t].cache;
+            const float* qv = q.row(static_cast<Eigen::Index>(t)).data() + head * hd;
+            thread_local std::vector<float> scores;
+            scores.resize(pos[t] + 1);
+            for (std::size_t j = 0; j <= pos[t]; ++j) {
+                const float* kv = cache.key(layer, j) + kv_head * hd;
+                float s = 0.0f;
+                for (std::size_t i = 0; i < hd; ++i) s += qv[i] * kv[i];
+                scores[j] = s * scale;
+            }
+            ops::softmax(scores);
+            float* o = out.row(static_cast<Eigen::Index>(t)).data() + head * hd;
+            std::fill_n(o, hd, 0.0f);
+            for (std::size_t j = 0; j <= pos[t]; ++j) {
+                const float* vv = cache.value(layer, j) + kv_head * hd;
+                const float p = scores[j];
+                for (std::size_t i = 0; i < hd; ++i) o[i] += p * vv[i];
+            }
+        });
+    }
+
+    LlamaWeights w_;
+    std::vector<double> inv_freq_;
+    LinearInputObserver observer_;
+};
+
+}  // namespace qsafe

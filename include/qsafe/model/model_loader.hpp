@@ -1,0 +1,87 @@
+#pragma once
+// Loading a model with its tokenizer and chat template from a GGUF file or a Hugging Face folder
+// (config.json + tokenizer.json [+ tokenizer_config.json] + safetensors, possibly sharded).
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/io/gguf.hpp"
+#include "qsafe/io/safetensors.hpp"
+#include "qsafe/model/config.hpp"
+#include "qsafe/model/decoder.hpp"
+#include "qsafe/model/weights.hpp"
+#include "qsafe/tokenizer/chat_template.hpp"
+#include "qsafe/tokenizer/from_gguf.hpp"
+#include "qsafe/tokenizer/from_tokenizer_json.hpp"
+#include "qsafe/tokenizer/tokenizer.hpp"
+
+namespace qsafe {
+
+struct LoadOptions {
+    /// Builds each linear layer; default: keep everything fp32.
+    LinearBuilder build_linear = rtn_builder(SchemeRules::parse("*=fp32"));
+    /// A chat family name ("chatml", "llama2", "mistral", "llama3", ...) overriding detection.
+    std::string chat_template_override;
+};
+
+struct LoadedModel {
+    std::string source;  // path the model was loaded from
+    std::string name;    // general.name, or the folder name
+    LlamaModel model;
+    tokenizer::Tokenizer tokenizer;
+    tokenizer::ChatTemplate chat_template;
+};
+
+namespace detail {
+inline tokenizer::ChatTemplate chat_template_for(const std::optional<std::string>& jinja, const std::string& override_name,
+                                                 const std::string& source) {
+    if (jinja) return tokenizer::ChatTemplate::from_jinja(*jinja, override_name);
+    if (!override_name.empty()) return tokenizer::ChatTemplate::from_jinja("", override_name);
+    throw config_error(source + ": the model has no chat template; choose one by name (--chat-template)");
+}
+}  // namespace detail
+
+inline LoadedModel load_model(const std::filesystem::path& path, const LoadOptions& options = {}) {
+    if (!std::filesystem::exists(path)) throw io_error(path.string() + ": no such file or folder");
+    if (std::filesystem::is_directory(path)) {
+        const auto config_path = path / "config.json";
+        const nlohmann::json config_json = tokenizer::detail::parse_json_file(config_path);
+        const LlamaConfig config = config_from_hf_json(config_json, config_path.string());
+        const auto ckpt = safetensors::Checkpoint::open(path);
+        const SafetensorsTensorSource source(ckpt, config, path.string());
+        auto spec = tokenizer::spec_from_tokenizer_json(path / "tokenizer.json");
+        std::optional<std::string> jinja;
+        if (const auto tc = path / "tokenizer_config.json"; std::filesystem::exists(tc)) {
+            const auto j = tokenizer::detail::parse_json_file(tc);
+            if (j.contains("chat_template") && j["chat_template"].is_string()) jinja = j["chat_template"].get<std::string>();
+        }
+        return LoadedModel{path.string(), path.filename().string(),
+                           LlamaModel(load_llama_weights(config, source, options.build_linear)),
+                           tokenizer::Tokenizer(std::move(spec)),
+                           detail::chat_template_for(jinja, options.chat_template_override, path.string())};
+    }
+    const auto file = gguf::File::open(path);
+    const LlamaConfig config = config_from_gguf(file);
+    const GgufTensorSource source(file);
+    return LoadedModel{path.string(), file.get_optional<std::string>("general.name").value_or(path.stem().string()),
+                       LlamaModel(load_llama_weights(config, source, options.build_linear)),
+                       tokenizer::Tokenizer(tokenizer::spec_from_gguf(file)),
+                       detail::chat_template_for(file.get_optional<std::string>("tokenizer.chat_template"),
+                                                 options.chat_template_override, path.string())};
+}
+
+/// The default model's path: $QSAFE_MODEL, else $QSAFE_CACHE_DIR (or ~/.cache/qsafe)/SmolLM2-135M-Instruct.Q4_1.gguf.
+inline std::filesystem::path default_model_path() {
+    if (const char* m = std::getenv("QSAFE_MODEL"); m && *m) return m;
+    std::filesystem::path dir;
+    if (const char* c = std::getenv("QSAFE_CACHE_DIR"); c && *c) dir = c;
+    else if (const char* h = std::getenv("HOME"); h && *h) dir = std::filesystem::path(h) / ".cache" / "qsafe";
+    else dir = ".cache/qsafe";
+    return dir / "SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+}  // namespace qsafe

@@ -1,0 +1,238 @@
+#pragma once
+// The weights of a Llama-family decoder. Norms and the token embedding stay fp32; every linear layer is a
+// QuantizedLinear built by a LinearBuilder (RTN under per-tensor scheme rules by default, or a calibrated
+// method). Tensors are named and laid out as in llama.cpp's GGUF files; Hugging Face checkpoints are mapped
+// onto that convention on load (names, and the q/k row permutation that GGUF's interleaved RoPE expects).
+#include <cmath>
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/io/gguf.hpp"
+#include "qsafe/io/safetensors.hpp"
+#include "qsafe/model/config.hpp"
+#include "qsafe/model/scheme_rules.hpp"
+#include "qsafe/registry/quantized_linear.hpp"
+#include "qsafe/registry/scheme_registry.hpp"
+
+namespace qsafe {
+
+struct LayerWeights {
+    VectorF attn_norm, ffn_norm;
+    std::unique_ptr<QuantizedLinear> wq, wk, wv, wo, w_gate, w_up, w_down;
+    VectorF bq, bk, bv;  // empty unless config.qkv_bias
+};
+
+struct LlamaWeights {
+    LlamaConfig config;
+    RowMatrixF token_embedding;  // vocab x d_model
+    std::vector<LayerWeights> layers;
+    VectorF output_norm;
+    std::unique_ptr<QuantizedLinear> output;  // vocab x d_model (the embedding when tied)
+    std::vector<float> rope_freq_factors;     // rope_dim / 2 divisors of the base frequencies, or empty
+
+    /// Bytes and bits per weight over all linear layers (the quantized part of the model).
+    std::size_t linear_storage_bytes() const {
+        std::size_t b = output->storage_bytes();
+        for (const auto& l : layers)
+            for (const auto* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += (*w)->storage_bytes();
+        return b;
+    }
+    std::size_t linear_weight_count() const {
+        std::size_t n = output->rows() * output->cols();
+        for (const auto& l : layers)
+            for (const auto* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) n += (*w)->rows() * (*w)->cols();
+        return n;
+    }
+    double linear_bits_per_weight() const {
+        return 8.0 * static_cast<double>(linear_storage_bytes()) / static_cast<double>(linear_weight_count());
+    }
+};
+
+/// fp32 tensors by GGUF-convention name, with their shape checked: matrices are rows x cols row-major.
+class TensorSource {
+  public:
+    virtual ~TensorSource() = default;
+    virtual bool has(const std::string& name) const = 0;
+    virtual RowMatrixF matrix(const std::string& name, std::size_t rows, std::size_t cols) const = 0;
+    virtual VectorF vector(const std::string& name, std::size_t n) const = 0;
+    virtual std::string describe() const = 0;
+};
+
+/// Builds the layer for one linear tensor (name in GGUF convention, e.g. "blk.3.attn_q.weight").
+using LinearBuilder = std::function<std::unique_ptr<QuantizedLinear>(const std::string& name, const RowMatrixF& w)>;
+
+/// Round-to-nearest under per-tensor scheme rules.
+inline LinearBuilder rtn_builder(SchemeRules rules, QuantizeOptions options = {}) {
+    return [rules = std::move(rules), options](const std::string& name, const RowMatrixF& w) {
+        QuantizeOptions opt = options;
+        opt.tensor_name = name;
+        return quantize_by_name(rules.scheme_for(name), w, opt);
+    };
+}
+
+class GgufTensorSource final : public TensorSource {
+  public:
+    explicit GgufTensorSource(const gguf::File& file) : file_(file) {}
+    bool has(const std::string& name) const override { return file_.find_tensor(name) != nullptr; }
+    RowMatrixF matrix(const std::string& name, std::size_t rows, std::size_t cols) const override {
+        const auto& t = file_.tensor(name);
+        if (t.dims.size() != 2 || t.rows() != rows || t.row_length() != cols)
+            throw format_error(describe() + ": tensor '" + name + "': shape " + shape(t) + ", expected [" + std::to_string(cols) +
+                               ", " + std::to_string(rows) + "]");
+        const std::vector<float> v = file_.tensor_to_f32(t);
+        return Eigen::Map<const RowMatrixF>(v.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    }
+    VectorF vector(const std::string& name, std::size_t n) const override {
+        const auto& t = file_.tensor(name);
+        if (t.n_elements() != n)
+            throw format_error(describe() + ": tensor '" + name + "': shape " + shape(t) + ", expected [" + std::to_string(n) + "]");
+        const std::vector<float> v = file_.tensor_to_f32(t);
+        return Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
+    }
+    std::string describe() const override { return file_.path().string(); }
+
+  private:
+    static std::string shape(const gguf::TensorInfo& t) {
+        std::string s = "[";
+        for (std::size_t i = 0; i < t.dims.size(); ++i) s += (i ? ", " : "") + std::to_string(t.dims[i]);
+        return s + "]";
+    }
+    const gguf::File& file_;
+};
+
+/// A Hugging Face LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM checkpoint seen through GGUF names.
+class SafetensorsTensorSource final : public TensorSource {
+  public:
+    SafetensorsTensorSource(const safetensors::Checkpoint& ckpt, const LlamaConfig& config, std::string folder)
+        : ckpt_(ckpt), config_(config), folder_(std::move(folder)) {}
+
+    bool has(const std::string& name) const override {
+        const std::string hf = hf_name(name);
+        return !hf.empty() && ckpt_.has(hf);
+    }
+    RowMatrixF matrix(const std::string& name, std::size_t rows, std::size_t cols) const override {
+        const std::string hf = hf_name(name);
+        const auto& t = ckpt_.tensor(hf);
+        if (t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
+            throw format_error(describe() + ": tensor '" + hf + "': shape does not match [" + std::to_string(rows) + ", " +
+                               std::to_string(cols) + "]");
+        const std::vector<float> v = ckpt_.tensor_to_f32(hf);
+        RowMatrixF m = Eigen::Map<const RowMatrixF>(v.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+        if (name.find(".attn_q.") != std::string::npos) return permute_rope_rows(m, config_.n_heads);
+        if (name.find(".attn_k.") != std::string::npos) return permute_rope_rows(m, config_.n_kv_heads);
+        return m;
+    }
+    VectorF vector(const std::string& name, std::size_t n) const override {
+        const std::string hf = hf_name(name);
+        const auto& t = ckpt_.tensor(hf);
+        if (t.n_elements() != n)
+            throw format_error(describe() + ": tensor '" + hf + "': " + std::to_string(t.n_elements()) + " elements, expected " +
+                               std::to_string(n));
+        const std::vector<float> v = ckpt_.tensor_to_f32(hf);
+        VectorF out = Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
+        if (name.find(".attn_q.bias") != std::string::npos) return permute_rope_rows(out, config_.n_heads);
+        if (name.find(".attn_k.bias") != std::string::npos) return permute_rope_rows(out, config_.n_kv_heads);
+        return out;
+    }
+    std::string describe() const override { return folder_; }
+
+    /// HF rotates halves of each head (rotate_half); GGUF rotates adjacent pairs. Row h*hd + j*hd/2 + i of
+    /// the HF projection becomes row h*hd + 2i + j, as llama.cpp's converter does.
+    template <class M>
+    static M permute_rope_rows(const M& m, std::size_t n_heads) {
+        const auto rows = static_cast<std::size_t>(m.rows());
+        const std::size_t hd = rows / n_heads, half = hd / 2;
+        M out(m.rows(), m.cols());
+        for (std::size_t h = 0; h < n_heads; ++h)
+            for (std::size_t j = 0; j < 2; ++j)
+                for (std::size_t i = 0; i < half; ++i)
+                    out.row(static_cast<Eigen::Index>(h * hd + 2 * i + j)) = m.row(static_cast<Eigen::Index>(h * hd + j * half + i));
+        return out;
+    }
+
+  private:
+    static std::string hf_name(const std::string& gguf) {
+        if (gguf == "token_embd.weight") return "model.embed_tokens.weight";
+        if (gguf == "output_norm.weight") return "model.norm.weight";
+        if (gguf == "output.weight") return "lm_head.weight";
+        if (!gguf.starts_with("blk.")) return {};
+        const auto dot = gguf.find('.', 4);
+        const std::string layer = gguf.substr(4, dot - 4), rest = gguf.substr(dot + 1);
+        static const std::pair<const char*, const char*> map[] = {
+            {"attn_norm.weight", "input_layernorm.weight"},      {"ffn_norm.weight", "post_attention_layernorm.weight"},
+            {"attn_q.weight", "self_attn.q_proj.weight"},        {"attn_k.weight", "self_attn.k_proj.weight"},
+            {"attn_v.weight", "self_attn.v_proj.weight"},        {"attn_output.weight", "self_attn.o_proj.weight"},
+            {"attn_q.bias", "self_attn.q_proj.bias"},            {"attn_k.bias", "self_attn.k_proj.bias"},
+            {"attn_v.bias", "self_attn.v_proj.bias"},            {"ffn_gate.weight", "mlp.gate_proj.weight"},
+            {"ffn_up.weight", "mlp.up_proj.weight"},             {"ffn_down.weight", "mlp.down_proj.weight"}};
+        for (const auto& [g, h] : map)
+            if (rest == g) return "model.layers." + layer + "." + h;
+        return {};
+    }
+    const safetensors::Checkpoint& ckpt_;
+    const LlamaConfig& config_;
+    std::string folder_;
+};
+
+/// Loads every tensor of the decoder from `source`; linear layers go through `build`.
+inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSource& source, const LinearBuilder& build) {
+    LlamaWeights w;
+    w.config = config;
+    const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
+    w.token_embedding = source.matrix("token_embd.weight", config.vocab_size, d);
+    w.layers.resize(config.n_layers);
+    for (std::size_t i = 0; i < config.n_layers; ++i) {
+        const std::string p = "blk." + std::to_string(i) + ".";
+        auto& l = w.layers[i];
+        l.attn_norm = source.vector(p + "attn_norm.weight", d);
+        l.ffn_norm = source.vector(p + "ffn_norm.weight", d);
+        l.wq = build(p + "attn_q.weight", source.matrix(p + "attn_q.weight", q_dim, d));
+        l.wk = build(p + "attn_k.weight", source.matrix(p + "attn_k.weight", kv_dim, d));
+        l.wv = build(p + "attn_v.weight", source.matrix(p + "attn_v.weight", kv_dim, d));
+        l.wo = build(p + "attn_output.weight", source.matrix(p + "attn_output.weight", d, q_dim));
+        l.w_gate = build(p + "ffn_gate.weight", source.matrix(p + "ffn_gate.weight", config.d_ff, d));
+        l.w_up = build(p + "ffn_up.weight", source.matrix(p + "ffn_up.weight", config.d_ff, d));
+        l.w_down = build(p + "ffn_down.weight", source.matrix(p + "ffn_down.weight", d, config.d_ff));
+        if (config.qkv_bias) {
+            l.bq = source.vector(p + "attn_q.bias", q_dim);
+            l.bk = source.vector(p + "attn_k.bias", kv_dim);
+            l.bv = source.vector(p + "attn_v.bias", kv_dim);
+        }
+    }
+    w.output_norm = source.vector("output_norm.weight", d);
+    const bool tied = config.tied_embeddings || !source.has("output.weight");
+    w.output = build("output.weight", tied ? w.token_embedding : source.matrix("output.weight", config.vocab_size, d));
+    if (source.has("rope_freqs.weight")) {
+        const VectorF f = source.vector("rope_freqs.weight", config.rope_dim / 2);
+        w.rope_freq_factors.assign(f.data(), f.data() + f.size());
+    } else if (config.rope_scaling) {
+        // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+        const auto& s = *config.rope_scaling;
+        const double low_wavelen = static_cast<double>(s.original_context_length) / s.low_freq_factor;
+        const double high_wavelen = static_cast<double>(s.original_context_length) / s.high_freq_factor;
+        for (std::size_t i = 0; i < config.rope_dim / 2; ++i) {
+            const double freq = std::pow(static_cast<double>(config.rope_theta), -2.0 * static_cast<double>(i) / static_cast<double>(config.rope_dim));
+            const double wavelen = 2.0 * 3.14159265358979323846 / freq;
+            double factor = 1.0;
+            if (wavelen > low_wavelen) {
+                factor = s.factor;
+            } else if (wavelen >= high_wavelen) {
+                const double smooth = (static_cast<double>(s.original_context_length) / wavelen - s.low_freq_factor) /
+                                      (s.high_freq_factor - s.low_freq_factor);
+                factor = 1.0 / ((1.0 - smooth) / s.factor + smooth);
+            }
+            w.rope_freq_factors.push_back(static_cast<float>(factor));
+        }
+    }
+    return w;
+}
+
+}  // namespace qsafe

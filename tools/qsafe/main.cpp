@@ -1,0 +1,27 @@
+// qsafe: quantize language models and measure what quantization does to their safety.
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "qsafe/commands.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"qsafe: quantize LLMs on a CPU and measure what quantization does to their safety"};
+    app.require_subcommand(1);
+    qsafe_cli::add_schemes_command(app);
+    qsafe_cli::add_fetch_model_command(app);
+    qsafe_cli::add_info_command(app);
+    qsafe_cli::add_generate_command(app);
+    qsafe_cli::add_chat_command(app);
+    qsafe_cli::add_perplexity_command(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "qsafe: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
