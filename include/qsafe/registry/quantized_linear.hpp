@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
@@ -80,10 +81,11 @@ class DenseLinear final : public QuantizedLinear {
         check(x.size(), y.size(), 1);
         const Eigen::Map<const VectorF> xv(x.data(), w_.cols());
         // Rows split statically over threads: each output is one dot product, as in a serial run.
-        parallel_for_ranges(rows(), 64, [&](std::size_t begin, std::size_t end) {
-            const auto n = static_cast<Eigen::Index>(end - begin);
+        // Fixed 64-row blocks: each block is the same Eigen product whatever the thread count.
+        parallel_for(block_count(), [&](std::size_t b) {
+            const auto [begin, n] = block(b);
             Eigen::Map<VectorF> yv(y.data() + begin, n);
-            yv.noalias() = w_.middleRows(static_cast<Eigen::Index>(begin), n) * xv;
+            yv.noalias() = w_.middleRows(begin, n) * xv;
         });
     }
     void gemm(ConstMatrixView x, MatrixView y) const override {
@@ -96,10 +98,9 @@ class DenseLinear final : public QuantizedLinear {
                                                          static_cast<Eigen::Index>(x.cols), Stride(static_cast<Eigen::Index>(x.stride)));
         Eigen::Map<RowMatrixF, 0, Stride> ym(y.data, static_cast<Eigen::Index>(y.rows), static_cast<Eigen::Index>(y.cols),
                                              Stride(static_cast<Eigen::Index>(y.stride)));
-        parallel_for_ranges(rows(), 64, [&](std::size_t begin, std::size_t end) {
-            const auto n = static_cast<Eigen::Index>(end - begin);
-            ym.middleCols(static_cast<Eigen::Index>(begin), n).noalias() =
-                xm * w_.middleRows(static_cast<Eigen::Index>(begin), n).transpose();
+        parallel_for(block_count(), [&](std::size_t b) {
+            const auto [begin, n] = block(b);
+            ym.middleCols(begin, n).noalias() = xm * w_.middleRows(begin, n).transpose();
         });
     }
     RowMatrixF dequantize() const override { return w_; }
@@ -124,6 +125,12 @@ class DenseLinear final : public QuantizedLinear {
     }
 
   private:
+    static constexpr std::size_t block_rows = 64;
+    std::size_t block_count() const noexcept { return (rows() + block_rows - 1) / block_rows; }
+    std::pair<Eigen::Index, Eigen::Index> block(std::size_t b) const noexcept {
+        const std::size_t begin = b * block_rows;
+        return {static_cast<Eigen::Index>(begin), static_cast<Eigen::Index>(std::min(block_rows, rows() - begin))};
+    }
     void check(std::size_t nx, std::size_t ny, std::size_t) const {
         if (nx != cols() || ny != rows())
             throw shape_error("fp32 gemv: x has " + std::to_string(nx) + " entries, y " + std::to_string(ny) + ", W is " +
