@@ -50,6 +50,14 @@ TEST_CASE("byte-level BPE: invalid UTF-8 is encoded byte by byte and decodes to 
     CHECK(t.decode(t.encode(text)) == text);
 }
 
+TEST_CASE("byte-level BPE: bytes without a token are dropped (as llama.cpp / HF), never mapped to <unk>") {
+    auto spec = byte_level_spec({}, {{"<|endoftext|>", TokenType::control}});
+    spec.tokens[0xFF] = "<unused-ff>";  // the vocabulary has no token for byte 0xFF
+    spec.unk_id = 256;
+    const Tokenizer t(spec);
+    CHECK(t.encode("a\xFF" "b") == Ids{byte_id('a'), byte_id('b')});
+}
+
 TEST_CASE("byte-level BPE: ignore_merges emits whole-word tokens directly (Llama 3)") {
     auto spec = byte_level_spec({{"a", "b"}, {"b", "c"}}, {}, "llama3");
     spec.tokens.push_back("abc");  // reachable only as a whole word

@@ -159,7 +159,6 @@ public:
         : pre_(pre_tokenizer_from_name(spec.pre.empty() ? std::string_view("gpt2") : std::string_view(spec.pre),
                                        spec.origin)),
           ignore_merges_(spec.ignore_merges),
-          unk_id_(spec.unk_id),
           rules_(detail::parse_merges(vocab, spec.merges)) {
         for (std::size_t b = 0; b < 256; ++b) {
             const auto id = vocab.find(byte_alphabet().text(static_cast<std::uint8_t>(b)));
@@ -170,7 +169,8 @@ public:
     PreTokenizer pre_tokenizer() const noexcept { return pre_; }
 
     /// Appends the ids of `text` (no special-token handling: see Tokenizer). Any byte sequence is accepted,
-    /// invalid UTF-8 included: every byte has a token in the alphabet, so decoding gives the bytes back.
+    /// invalid UTF-8 included, and decodes back to the same bytes as long as the vocabulary has a token for
+    /// each of its bytes (the full GPT-2 alphabet); bytes without one are dropped.
     void encode(const Vocabulary& vocab, std::string_view text, std::vector<TokenId>& out) const {
         std::vector<TokenId> symbols;
         for (const std::string_view word : pre_tokenize(pre_, text)) {
@@ -182,15 +182,11 @@ public:
             }
             symbols.clear();
             for (const char c : word) {
-                const auto b = static_cast<std::uint8_t>(c);
-                if (byte_ids_[b] >= 0) {
-                    symbols.push_back(byte_ids_[b]);
-                } else if (unk_id_) {
-                    symbols.push_back(*unk_id_);
-                } else {
-                    throw format_error(vocab.origin() + ": tokenizer.ggml.tokens: byte 0x" + hex(b) + " ('" +
-                                       byte_alphabet().text(b) + "') has no token and there is no unknown token");
-                }
+                // A byte without a token is dropped, as llama.cpp and Hugging Face do (SmolLM2 lacks 21 byte
+                // tokens, e.g. 0x04 and 0xF5-0xFF); the unknown token is not used, since in byte-level GGUFs
+                // it is often "<|endoftext|>", which would end the text.
+                const TokenId id = byte_ids_[static_cast<std::uint8_t>(c)];
+                if (id >= 0) symbols.push_back(id);
             }
             detail::merge_by_rank(symbols, [this](TokenId l, TokenId r) -> const detail::MergeRule* {
                 const auto it = rules_.find(detail::pair_key(l, r));
@@ -204,14 +200,8 @@ public:
     static std::string decode_token_text(std::string_view token_text) { return byte_alphabet().decode(token_text); }
 
 private:
-    static std::string hex(std::uint8_t b) {
-        constexpr char digits[] = "0123456789ABCDEF";
-        return {digits[b >> 4], digits[b & 15]};
-    }
-
     PreTokenizer pre_;
     bool ignore_merges_;
-    std::optional<TokenId> unk_id_;
     std::unordered_map<std::uint64_t, detail::MergeRule> rules_;
     std::array<TokenId, 256> byte_ids_{};
 };
