@@ -1,0 +1,166 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <unistd.h>
+
+#include "model/tiny_llama.hpp"
+#include "qsafe/core/parallel.hpp"
+#include "qsafe/model/decoder.hpp"
+#include "qsafe/model/sampler.hpp"
+
+using namespace qsafe;
+
+namespace {
+std::filesystem::path temp_dir(const std::string& name) {
+    auto dir = std::filesystem::temp_directory_path() / ("qsafe_test_" + name + "_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+double max_relative(const RowMatrixF& a, const Eigen::MatrixXd& b) {
+    return (a.cast<double>() - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff();
+}
+LlamaModel load_gguf(const std::filesystem::path& p, const std::string& rules = "*=fp32") {
+    const auto file = gguf::File::open(p);
+    return LlamaModel(load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse(rules))));
+}
+LlamaModel load_hf(const std::filesystem::path& dir) {
+    std::ifstream in(dir / "config.json");
+    const auto config = config_from_hf_json(nlohmann::json::parse(in), (dir / "config.json").string());
+    const auto ckpt = safetensors::Checkpoint::open(dir);
+    return LlamaModel(load_llama_weights(config, SafetensorsTensorSource(ckpt, config, dir.string()),
+                                         rtn_builder(SchemeRules::parse("*=fp32"))));
+}
+const std::vector<std::int32_t> tokens = {3, 17, 60, 0, 42, 42, 9, 31, 5, 58, 1, 22, 47};
+}  // namespace
+
+TEST_CASE("tiny Llama: GGUF and safetensors loaders agree with each other and with an independent HF-style reference") {
+    for (bool tied : {false, true}) {
+        CAPTURE(tied);
+        const tiny::TinyLlama t(tied ? 7 : 5, tied);
+        const auto dir = temp_dir(tied ? "tied" : "untied");
+        t.write_gguf(dir / "tiny.gguf");
+        t.write_hf(dir / "hf");
+        LlamaModel from_gguf = load_gguf(dir / "tiny.gguf");
+        LlamaModel from_hf = load_hf(dir / "hf");
+        CHECK(from_gguf.config().tied_embeddings == tied);
+        CHECK(from_hf.config().n_kv_heads == 2);
+        KvCache c1 = from_gguf.new_cache(), c2 = from_hf.new_cache();
+        const RowMatrixF a = from_gguf.forward_sequence(c1, tokens, true);
+        const RowMatrixF b = from_hf.forward_sequence(c2, tokens, true);
+        CHECK(a == b);  // identical weights after the q/k permutation: identical arithmetic
+        const Eigen::MatrixXd ref = t.reference_logits(tokens);
+        CHECK(max_relative(a, ref) < 1e-5);
+        std::filesystem::remove_all(dir);
+    }
+}
+
+TEST_CASE("tiny Llama: incremental decoding, batched decoding and prefill agree; results do not depend on threads") {
+    const tiny::TinyLlama t(11);
+    const auto dir = temp_dir("batch");
+    t.write_gguf(dir / "tiny.gguf");
+    LlamaModel model = load_gguf(dir / "tiny.gguf");
+    KvCache full = model.new_cache();
+    const RowMatrixF prefill = model.forward_sequence(full, tokens, true);
+    CHECK(full.length() == tokens.size());
+
+    // Token by token through a fresh cache.
+    KvCache inc = model.new_cache();
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+        const std::int32_t one[] = {tokens[i]};
+        const RowMatrixF row = model.forward_sequence(inc, one);
+        CHECK((row.row(0) - prefill.row(static_cast<Eigen::Index>(i))).cwiseAbs().maxCoeff() < 1e-4f);
+    }
+
+    // Three sequences of different lengths decoded in one batch match their separate runs.
+    std::vector<KvCache> caches;
+    std::vector<std::vector<std::int32_t>> prompts = {{1, 2, 3}, {4, 5, 6, 7, 8}, {9}};
+    std::vector<RowMatrixF> separate;
+    for (const auto& p : prompts) {
+        caches.push_back(model.new_cache());
+        KvCache solo = model.new_cache();
+        std::vector<std::int32_t> seq = p;
+        seq.push_back(30);
+        separate.push_back(model.forward_sequence(solo, seq));
+        model.forward_sequence(caches.back(), p);
+    }
+    std::vector<KvCache*> ptrs = {&caches[0], &caches[1], &caches[2]};
+    const std::int32_t next[] = {30, 30, 30};
+    const RowMatrixF batched = model.decode_step(ptrs, next);
+    for (std::size_t i = 0; i < 3; ++i) CHECK((batched.row(static_cast<Eigen::Index>(i)) - separate[i].row(0)).cwiseAbs().maxCoeff() < 1e-4f);
+
+    // Thread-count independence, fp32 and quantized.
+    for (const std::string rules : {"*=fp32", "*=int4-g16-asym", "*=int8-pc-sym,output=nf4-g64"}) {
+        CAPTURE(rules);
+        LlamaModel m = load_gguf(dir / "tiny.gguf", rules);
+        const int saved = num_threads();
+        set_num_threads(1);
+        KvCache a = m.new_cache();
+        const RowMatrixF one = m.forward_sequence(a, tokens, true);
+        set_num_threads(2);
+        KvCache b = m.new_cache();
+        const RowMatrixF two = m.forward_sequence(b, tokens, true);
+        set_num_threads(saved);
+        CHECK(one == two);
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("tiny Llama: scheme rules put each tensor under its scheme; quantized logits stay close to fp32") {
+    const tiny::TinyLlama t(13);
+    const auto dir = temp_dir("rules");
+    t.write_gguf(dir / "tiny.gguf");
+    LlamaModel fp = load_gguf(dir / "tiny.gguf");
+    LlamaModel q = load_gguf(dir / "tiny.gguf", "*=int8-pc-sym,blk.1.*=int4-g16-asym,output=fp32");
+    CHECK(q.weights().layers[0].wq->scheme_name() == "int8-pc-sym");
+    CHECK(q.weights().layers[1].w_down->scheme_name() == "int4-g16-asym");
+    CHECK(q.weights().output->scheme_name() == "fp32");
+    KvCache a = fp.new_cache(), b = q.new_cache();
+    const RowMatrixF la = fp.forward_sequence(a, tokens, true), lb = q.forward_sequence(b, tokens, true);
+    const double rel = std::sqrt((la - lb).squaredNorm() / la.squaredNorm());
+    CHECK(rel > 0.0);
+    CHECK(rel < 0.2);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("scheme rules: globs, last match wins, bare names match the last part") {
+    const auto r = SchemeRules::parse("*=int4-g128-asym, output=int8-pc-sym ,ffn_down=int3-g128-asym,blk.0.*=fp32");
+    CHECK(r.scheme_for("blk.3.attn_q.weight") == "int4-g128-asym");
+    CHECK(r.scheme_for("output.weight") == "int8-pc-sym");
+    CHECK(r.scheme_for("blk.7.ffn_down.weight") == "int3-g128-asym");
+    CHECK(r.scheme_for("blk.0.ffn_down.weight") == "fp32");
+    CHECK(SchemeRules::parse("int2-g32-asym").scheme_for("blk.1.attn_v.weight") == "int2-g32-asym");
+    CHECK(SchemeRules().scheme_for("output.weight") == "fp32");
+    CHECK_THROWS_AS(SchemeRules::parse("output="), config_error);
+}
+
+TEST_CASE("sampler: greedy is argmax; sampling is deterministic for a seed and respects top-k / top-p") {
+    std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
+    CHECK(Sampler({}).sample(logits) == 1);
+    SamplingOptions hot{.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 42};
+    std::vector<std::int32_t> a, b;
+    Sampler s1(hot), s2(hot);
+    for (int i = 0; i < 50; ++i) {
+        a.push_back(s1.sample(logits));
+        b.push_back(s2.sample(logits));
+    }
+    CHECK(a == b);
+    CHECK(std::set<std::int32_t>(a.begin(), a.end()).size() > 1);
+    SamplingOptions k1 = hot;
+    k1.top_k = 1;
+    Sampler s3(k1);
+    for (int i = 0; i < 20; ++i) CHECK(s3.sample(logits) == 1);
+    SamplingOptions k2 = hot;
+    k2.top_k = 2;
+    Sampler s4(k2);
+    for (int i = 0; i < 50; ++i) {
+        const auto t = s4.sample(logits);
+        CHECK((t == 1 || t == 2));
+    }
+    SamplingOptions p = hot;
+    p.top_p = 0.3f;
+    Sampler s5(p);
+    for (int i = 0; i < 20; ++i) CHECK(s5.sample(logits) == 1);
+}
