@@ -12,16 +12,23 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace qsafe::test {
 
+/// A folder for this test process, removed when the process exits.
 inline std::filesystem::path scratch_dir() {
-    static const std::filesystem::path dir = [] {
-        auto d = std::filesystem::temp_directory_path() / ("qsafe_test_io_" + std::to_string(::getpid()));
-        std::filesystem::create_directories(d);
-        return d;
-    }();
-    return dir;
+    struct Dir {
+        std::filesystem::path path =
+            std::filesystem::temp_directory_path() / ("qsafe_test_io_" + std::to_string(::getpid()));
+        Dir() { std::filesystem::create_directories(path); }
+        ~Dir() {
+            std::error_code ignored;
+            std::filesystem::remove_all(path, ignored);
+        }
+    };
+    static const Dir dir;
+    return dir.path;
 }
 
 inline std::filesystem::path scratch_file(std::string_view name) {
