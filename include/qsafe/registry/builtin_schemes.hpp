@@ -86,7 +86,9 @@ inline void register_builtin_schemes(SchemeRegistry& r = scheme_registry()) {
 }
 
 namespace detail {
-inline const bool builtin_schemes_registered = (register_builtin_schemes(), true);
+// A per-translation-unit static rather than an inline variable: compilers may drop an unused inline
+// variable together with its initializer. Registering twice is harmless (entries are replaced).
+[[maybe_unused]] static const bool builtin_schemes_registered = (register_builtin_schemes(), true);
 }  // namespace detail
 
 }  // namespace qsafe
