@@ -36,8 +36,8 @@ TEST_CASE("byte-level BPE: equal ranks merge leftmost first, merged symbols merg
 
 TEST_CASE("byte-level BPE: spaces and control bytes use the GPT-2 alphabet; words do not merge across the split") {
     const Tokenizer t(byte_level_spec({{"\xC4\xA0", "a"}, {"a", "\xC4\xA0"}}));  // "Ġa", "aĠ"
-    CHECK(byte_alphabet().text(' ') == "\xC4\xA0");   // Ġ
-    CHECK(byte_alphabet().text('\n') == "\xC4\x8A");  // Ċ
+    CHECK(byte_alphabet().text(' ') == "\xC4\xA0");                              // Ġ
+    CHECK(byte_alphabet().text('\n') == "\xC4\x8A");                             // Ċ
     CHECK(t.encode("a a") == Ids{byte_id('a'), 256});  // "a" | " a": "aĠ" never forms across words
     for (const std::string& s : std::vector<std::string>{"a a", "\t\n \r", std::string("\0x\x7F", 3)})
         CHECK(t.decode(t.encode(s)) == s);
@@ -55,7 +55,8 @@ TEST_CASE("byte-level BPE: bytes without a token are dropped (as llama.cpp / HF)
     spec.tokens[0xFF] = "<unused-ff>";  // the vocabulary has no token for byte 0xFF
     spec.unk_id = 256;
     const Tokenizer t(spec);
-    CHECK(t.encode("a\xFF" "b") == Ids{byte_id('a'), byte_id('b')});
+    CHECK(t.encode("a\xFF"
+                   "b") == Ids{byte_id('a'), byte_id('b')});
 }
 
 TEST_CASE("byte-level BPE: ignore_merges emits whole-word tokens directly (Llama 3)") {
@@ -68,9 +69,9 @@ TEST_CASE("byte-level BPE: ignore_merges emits whole-word tokens directly (Llama
 }
 
 TEST_CASE("special tokens: control tokens only with parse_special, user-defined always, longest first") {
-    const Tokenizer t(byte_level_spec({}, {{"<|im_start|>", TokenType::control},
-                                           {"<|im", TokenType::control},
-                                           {"<extra>", TokenType::user_defined}}));
+    const Tokenizer t(byte_level_spec(
+        {},
+        {{"<|im_start|>", TokenType::control}, {"<|im", TokenType::control}, {"<extra>", TokenType::user_defined}}));
     const TokenId im_start = id_of(t, "<|im_start|>");
     const TokenId extra = id_of(t, "<extra>");
     const Ids with = t.encode("x<|im_start|>y<extra>", {.parse_special = true});
@@ -114,14 +115,23 @@ TEST_CASE("end of generation: EOS plus turn-end tokens found by text; EOT defaul
 
 TEST_CASE("SentencePiece BPE: highest score merges first, dummy prefix, decode removes it") {
     // "▁hello": ▁h (score -5) vs he (-1) vs ll (-2) ... the best pair wins each step.
-    const Tokenizer t(sentencepiece_spec({{"\xE2\x96\x81", -10}, {"h", -10}, {"e", -10}, {"l", -10}, {"o", -10},
-                                          {"he", -1}, {"ll", -2}, {"llo", -3}, {"hello", -4}, {"\xE2\x96\x81h", -5},
+    const Tokenizer t(sentencepiece_spec({{"\xE2\x96\x81", -10},
+                                          {"h", -10},
+                                          {"e", -10},
+                                          {"l", -10},
+                                          {"o", -10},
+                                          {"he", -1},
+                                          {"ll", -2},
+                                          {"llo", -3},
+                                          {"hello", -4},
+                                          {"\xE2\x96\x81h", -5},
                                           {"\xE2\x96\x81hello", -6}}));
     const TokenId hello = id_of(t, "hello");
     const TokenId marker = id_of(t, "\xE2\x96\x81");
     // he, ll, llo, hello, then ▁+hello: ▁h never forms because "he" (-1) beat it.
     CHECK(t.encode("hello", {.add_bos = false}) == Ids{id_of(t, "\xE2\x96\x81hello")});
-    CHECK(t.encode("hello hello", {.add_bos = false}) == Ids{id_of(t, "\xE2\x96\x81hello"), id_of(t, "\xE2\x96\x81hello")});
+    CHECK(t.encode("hello hello", {.add_bos = false}) ==
+          Ids{id_of(t, "\xE2\x96\x81hello"), id_of(t, "\xE2\x96\x81hello")});
     CHECK(t.encode("hello") == Ids{1, id_of(t, "\xE2\x96\x81hello")});
     CHECK(t.encode(" hello", {.add_bos = false}) == Ids{marker, id_of(t, "\xE2\x96\x81hello")});
     CHECK(t.encode("ohello", {.add_bos = false}).back() == hello);
@@ -153,8 +163,14 @@ TEST_CASE("SentencePiece BPE: without byte tokens, unknown characters become <un
 }
 
 TEST_CASE("SentencePiece BPE: special tokens split the text and each run gets the dummy prefix") {
-    const Tokenizer t(sentencepiece_spec({{"\xE2\x96\x81", -10}, {"a", -10}, {"\xE2\x96\x81" "a", -1}}));
-    const TokenId pa = id_of(t, "\xE2\x96\x81" "a");
+    const Tokenizer t(sentencepiece_spec({{"\xE2\x96\x81", -10},
+                                          {"a", -10},
+                                          {"\xE2\x96\x81"
+                                           "a",
+                                           -1}}));
+    const TokenId pa = id_of(t,
+                             "\xE2\x96\x81"
+                             "a");
     CHECK(t.encode("a</s>a", {.add_bos = false, .parse_special = true}) == Ids{pa, 2, pa});
     CHECK(t.decode(Ids{1, pa, 2, pa}, {.render_special = true}) == "<s>a</s>a");
     CHECK(t.decode(Ids{1, pa, 2, pa}) == "aa");

@@ -54,10 +54,8 @@ const std::string llama3_jinja =
     "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
-const std::vector<Message> with_system = {{"system", "Be brief."},
-                                          {"user", "Hi!"},
-                                          {"assistant", " Hello. "},
-                                          {"user", "How do I bake bread?"}};
+const std::vector<Message> with_system = {
+    {"system", "Be brief."}, {"user", "Hi!"}, {"assistant", " Hello. "}, {"user", "How do I bake bread?"}};
 const std::vector<Message> without_system = {{"user", "Hi!"}, {"assistant", "Hello."}, {"user", "Why?"}};
 }  // namespace
 
@@ -78,7 +76,8 @@ TEST_CASE("chat template detection from the Jinja sources") {
 
 TEST_CASE("ChatML (SmolLM2): default system prompt when none is given, exactly as the template writes it") {
     const ChatTemplate t = ChatTemplate::from_jinja(smollm2_jinja);
-    REQUIRE(t.default_system_prompt() == std::string("You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
+    REQUIRE(t.default_system_prompt() ==
+            std::string("You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
     CHECK(t.format(without_system) ==
           "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
           "<|im_start|>user\nHi!<|im_end|>\n"
@@ -104,8 +103,7 @@ TEST_CASE("Llama 2: <<SYS>> in the first [INST], stripped contents, later turns 
 
 TEST_CASE("Mistral v1: ' [INST] ', system prompt in the first user turn") {
     const ChatTemplate t(ChatFamily::mistral_v1);
-    CHECK(t.format(with_system) ==
-          " [INST] Be brief.\n\nHi! [/INST]  Hello. </s> [INST] How do I bake bread? [/INST]");
+    CHECK(t.format(with_system) == " [INST] Be brief.\n\nHi! [/INST]  Hello. </s> [INST] How do I bake bread? [/INST]");
     CHECK(t.format(without_system) == " [INST] Hi! [/INST] Hello.</s> [INST] Why? [/INST]");
 }
 

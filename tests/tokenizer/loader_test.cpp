@@ -38,15 +38,17 @@ Json byte_level_json() {
     vocab["hel"] = 257;
     vocab["<|im_start|>"] = 258;
     vocab["<|im_end|>"] = 259;
-    return Json{{"added_tokens", Json::array({Json{{"id", 258}, {"content", "<|im_start|>"}, {"special", true}},
-                                              Json{{"id", 259}, {"content", "<|im_end|>"}, {"special", true}}})},
-                {"normalizer", nullptr},
-                {"pre_tokenizer", {{"type", "Sequence"},
-                                   {"pretokenizers", Json::array({Json{{"type", "Digits"}, {"individual_digits", true}},
-                                                                  Json{{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                                                       {"use_regex", true}}})}}},
-                {"decoder", {{"type", "ByteLevel"}}},
-                {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array({"h e", Json::array({"he", "l"})})}}}};
+    return Json{
+        {"added_tokens", Json::array({Json{{"id", 258}, {"content", "<|im_start|>"}, {"special", true}},
+                                      Json{{"id", 259}, {"content", "<|im_end|>"}, {"special", true}}})},
+        {"normalizer", nullptr},
+        {"pre_tokenizer",
+         {{"type", "Sequence"},
+          {"pretokenizers",
+           Json::array({Json{{"type", "Digits"}, {"individual_digits", true}},
+                        Json{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}})}}},
+        {"decoder", {{"type", "ByteLevel"}}},
+        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array({"h e", Json::array({"he", "l"})})}}}};
 }
 
 /// Llama-2-like tokenizer.json: byte_fallback, Prepend/Replace normalizer, <0xAB> tokens, merges.
@@ -59,23 +61,30 @@ Json sentencepiece_json() {
         {"added_tokens", Json::array({Json{{"id", 0}, {"content", "<unk>"}, {"special", true}},
                                       Json{{"id", 1}, {"content", "<s>"}, {"special", true}},
                                       Json{{"id", 2}, {"content", "</s>"}, {"special", true}}})},
-        {"normalizer", {{"type", "Sequence"},
-                        {"normalizers", Json::array({Json{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
-                                                     Json{{"type", "Replace"}, {"pattern", {{"String", " "}}},
-                                                          {"content", "\xE2\x96\x81"}}})}}},
+        {"normalizer",
+         {{"type", "Sequence"},
+          {"normalizers",
+           Json::array({Json{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+                        Json{{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\xE2\x96\x81"}}})}}},
         {"pre_tokenizer", nullptr},
-        {"post_processor", {{"type", "TemplateProcessing"},
-                            {"single", Json::array({Json{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                                                    Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})}}},
+        {"post_processor",
+         {{"type", "TemplateProcessing"},
+          {"single", Json::array({Json{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                  Json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})}}},
         {"decoder", {{"type", "Sequence"}, {"decoders", Json::array({Json{{"type", "ByteFallback"}}})}}},
-        {"model", {{"type", "BPE"}, {"byte_fallback", true}, {"unk_token", "<unk>"}, {"vocab", vocab},
-                   {"merges", Json::array({"h i", "\xE2\x96\x81 hi"})}}}};
+        {"model",
+         {{"type", "BPE"},
+          {"byte_fallback", true},
+          {"unk_token", "<unk>"},
+          {"vocab", vocab},
+          {"merges", Json::array({"h i", "\xE2\x96\x81 hi"})}}}};
 }
 
 }  // namespace
 
 TEST_CASE("tokenizer.json: byte-level BPE with Digits pre-tokenizer and special added tokens") {
-    const Json config = {{"bos_token", "<|im_start|>"}, {"eos_token", {{"content", "<|im_end|>"}}},
+    const Json config = {{"bos_token", "<|im_start|>"},
+                         {"eos_token", {{"content", "<|im_end|>"}}},
                          {"chat_template", "{{'<|im_start|>' + message['role']}}"}};
     const TokenizerSpec spec = spec_from_tokenizer_json(byte_level_json(), config);
     CHECK(spec.model == ModelKind::byte_level_bpe);
@@ -133,9 +142,15 @@ TEST_CASE("tokenizer.json: unsupported or inconsistent documents name the key") 
     check_throws_naming<qsafe::format_error>([&] { Tokenizer(spec_from_tokenizer_json(bad_merge, Json())); },
                                              {"merges[0]", "zz"});
     check_throws_naming<qsafe::format_error>(
-        [&] { spec_from_tokenizer_json(byte_level_json(), Json{{"bos_token", "<nope>"}}); }, {"bos_token", "<nope>"});
-    check_throws_naming<qsafe::format_error>([&] { spec_from_tokenizer_json(Json{{"x", 1}}, Json()); },
-                                             {"malformed tokenizer JSON"});
+        [&] {
+            spec_from_tokenizer_json(byte_level_json(), Json{{"bos_token", "<nope>"}});
+        },
+        {"bos_token", "<nope>"});
+    check_throws_naming<qsafe::format_error>(
+        [&] {
+            spec_from_tokenizer_json(Json{{"x", 1}}, Json());
+        },
+        {"malformed tokenizer JSON"});
 }
 
 TEST_CASE("GGUF: spec from tokenizer.ggml.* metadata, llama.cpp defaults, malformed metadata names the key") {
@@ -167,12 +182,16 @@ TEST_CASE("GGUF: spec from tokenizer.ggml.* metadata, llama.cpp defaults, malfor
     CHECK(Tokenizer(spec).encode("he") == Ids{256});
 
     write([](auto& w) { w.set("tokenizer.ggml.model", "bert"); });
-    check_throws_naming<qsafe::config_error>([&] { spec_from_gguf(path); }, {"tok.gguf", "tokenizer.ggml.model", "bert"});
+    check_throws_naming<qsafe::config_error>([&] { spec_from_gguf(path); },
+                                             {"tok.gguf", "tokenizer.ggml.model", "bert"});
     write([](auto& w) { w.set("tokenizer.ggml.pre", "bogus"); });
-    check_throws_naming<qsafe::config_error>([&] { spec_from_gguf(path); }, {"tok.gguf", "tokenizer.ggml.pre", "bogus"});
+    check_throws_naming<qsafe::config_error>([&] { spec_from_gguf(path); },
+                                             {"tok.gguf", "tokenizer.ggml.pre", "bogus"});
     write([](auto& w) { w.set("tokenizer.ggml.eos_token_id", std::uint32_t{9999}); });
     check_throws_naming<qsafe::format_error>([&] { spec_from_gguf(path); }, {"tokenizer.ggml.eos_token_id", "9999"});
-    write([](auto& w) { w.set("tokenizer.ggml.merges", Value::array_of(std::vector<std::string>{"h \xC3\xA9\xC3\xA9"})); });
+    write([](auto& w) {
+        w.set("tokenizer.ggml.merges", Value::array_of(std::vector<std::string>{"h \xC3\xA9\xC3\xA9"}));
+    });
     check_throws_naming<qsafe::format_error>([&] { Tokenizer(spec_from_gguf(path)); },
                                              {"tok.gguf", "tokenizer.ggml.merges[0]", "unknown token"});
     write([](auto& w) { w.set("tokenizer.ggml.scores", Value::array_of(std::vector<float>{1.0f, 2.0f})); });

@@ -25,7 +25,8 @@ constexpr const char* model_file = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 std::optional<std::filesystem::path> find_model() {
     std::vector<std::filesystem::path> candidates;
-    if (const char* dir = std::getenv("QSAFE_CACHE_DIR")) candidates.emplace_back(std::filesystem::path(dir) / model_file);
+    if (const char* dir = std::getenv("QSAFE_CACHE_DIR"))
+        candidates.emplace_back(std::filesystem::path(dir) / model_file);
     if (const char* home = std::getenv("HOME"))
         candidates.emplace_back(std::filesystem::path(home) / ".cache" / "qsafe" / model_file);
     for (const auto& c : candidates)
@@ -70,7 +71,8 @@ TEST_CASE("SmolLM2 GGUF: known encodings (checked against Hugging Face tokenizer
     const Tokenizer* t = smollm2();
     if (t == nullptr) return;
     CHECK(t->encode("Hello world") == Ids{19556, 905});
-    CHECK(t->encode("I've 12345 apples!!  \n\n  ok") == Ids{57, 3543, 216, 33, 34, 35, 36, 37, 13855, 10095, 256, 8866, 10907});
+    CHECK(t->encode("I've 12345 apples!!  \n\n  ok") ==
+          Ids{57, 3543, 216, 33, 34, 35, 36, 37, 13855, 10095, 256, 8866, 10907});
     CHECK(t->encode("<|im_start|>user\nhi<|im_end|>", {.parse_special = true}) == Ids{1, 4093, 198, 6004, 2});
     const Ids spelled = t->encode("<|im_start|>");
     CHECK(spelled.size() > 1);  // without parse_special the control token is plain text
@@ -108,14 +110,16 @@ TEST_CASE("SmolLM2 GGUF: exact agreement with the reference tokenizer fixture") 
 TEST_CASE("SmolLM2 GGUF: decode(encode(s)) == s, invalid UTF-8 included") {
     const Tokenizer* t = smollm2();
     if (t == nullptr) return;
-    for (const std::string s : {"", " ", "  leading and trailing  ", "naïve café 日本語 😀👍🏽 ½ ٣", "\t\r\n\x01\x7F",
-                                "code:\n    return x**2  # ok", "bad \x80\xBF utf-8 \xC3 \xE2\x82 \xF0"}) {
+    for (const std::string s :
+         {"", " ", "  leading and trailing  ", "naïve café 日本語 😀👍🏽 ½ ٣", "\t\r\n\x01\x7F",
+          "code:\n    return x**2  # ok", "bad \x80\xBF utf-8 \xC3 \xE2\x82 \xF0"}) {
         CAPTURE(s);
         CHECK(t->decode(t->encode(s)) == s);
         CHECK(t->decode(t->encode(s, {.parse_special = true}), {.render_special = true}) == s);
     }
     // SmolLM2 has no token for 21 bytes (0x04, 0xF5-0xFF, ...): they are dropped, as by llama.cpp and HF.
-    CHECK(t->decode(t->encode("a\x04" "b\xFF")) == "ab");
+    CHECK(t->decode(t->encode("a\x04"
+                              "b\xFF")) == "ab");
     // streaming: concatenated pieces equal the decoded text
     const Ids ids = t->encode("Streaming 😀 works.");
     std::string streamed;
@@ -128,7 +132,8 @@ TEST_CASE("SmolLM2 GGUF: chat template from metadata, prompt encodes with the co
     if (t == nullptr) return;
     const ChatTemplate chat = ChatTemplate::from_jinja(t->spec().chat_template);
     CHECK(chat.family() == ChatFamily::chatml);
-    CHECK(chat.default_system_prompt() == std::string("You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
+    CHECK(chat.default_system_prompt() ==
+          std::string("You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
     const std::vector<Message> conversation = {{"user", "What is 2+2?"}};
     const std::string prompt = chat.format(conversation, true);
     const Ids ids = t->encode(prompt, {.parse_special = true});

@@ -53,7 +53,8 @@ inline TokenizerSpec sentencepiece_spec(const std::vector<std::pair<std::string,
     add("<s>", 0, TokenType::control);
     add("</s>", 0, TokenType::control);
     if (byte_tokens)
-        for (int b = 0; b < 256; ++b) add(SentencePieceBpe::byte_token_text(static_cast<std::uint8_t>(b)), 0, TokenType::byte);
+        for (int b = 0; b < 256; ++b)
+            add(SentencePieceBpe::byte_token_text(static_cast<std::uint8_t>(b)), 0, TokenType::byte);
     for (const auto& [text, score] : pieces) add(text, score, TokenType::normal);
     spec.unk_id = 0;
     spec.bos_id = 1;

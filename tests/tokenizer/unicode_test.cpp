@@ -46,9 +46,9 @@ TEST_CASE("unicode table: general category classes and White_Space") {
     CHECK(char_info(U'a').is_letter());
     CHECK(char_info(U'中').is_letter());
     CHECK(char_info(U'7').is_number());
-    CHECK(char_info(U'½').is_number());     // No
-    CHECK(char_info(U'Ⅻ').is_number());     // Nl
-    CHECK(char_info(U'٣').is_number());     // Arabic-Indic digit, Nd
+    CHECK(char_info(U'½').is_number());  // No
+    CHECK(char_info(U'Ⅻ').is_number());  // Nl
+    CHECK(char_info(U'٣').is_number());  // Arabic-Indic digit, Nd
     CHECK(char_info(U'\u0301').cls == CharClass::mark);
     CHECK(char_info(U'!').cls == CharClass::punctuation);
     CHECK(char_info(U'$').cls == CharClass::symbol);
@@ -63,7 +63,8 @@ TEST_CASE("unicode table: general category classes and White_Space") {
     CHECK(char_info(0x110000).cls == CharClass::invalid);
 }
 
-TEST_CASE("pre-tokenizer gpt2: contractions, optional leading space, whitespace runs keep one space for the next word") {
+TEST_CASE(
+    "pre-tokenizer gpt2: contractions, optional leading space, whitespace runs keep one space for the next word") {
     CHECK(split(PreTokenizer::gpt2, "I've 12 apples!!  \n\n  ok") ==
           Words{"I", "'ve", " 12", " apples", "!!", "  \n\n ", " ok"});
     CHECK(split(PreTokenizer::gpt2, "DON'T") == Words{"DON", "'", "T"});  // case-sensitive contractions

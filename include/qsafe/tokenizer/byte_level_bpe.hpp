@@ -117,9 +117,7 @@ void merge_by_rank(std::vector<TokenId>& ids, const RuleLookup& lookup) {
         std::int32_t rank;
         std::size_t left;
         TokenId left_id, right_id, result;
-        bool operator>(const Candidate& o) const noexcept {
-            return rank != o.rank ? rank > o.rank : left > o.left;
-        }
+        bool operator>(const Candidate& o) const noexcept { return rank != o.rank ? rank > o.rank : left > o.left; }
     };
     const std::size_t n = ids.size();
     if (n < 2) return;

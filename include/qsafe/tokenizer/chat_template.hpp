@@ -25,19 +25,24 @@ enum class ChatFamily { chatml, llama2, mistral_v1, mistral_v3, llama3 };
 
 inline std::string_view chat_family_name(ChatFamily family) noexcept {
     switch (family) {
-        case ChatFamily::chatml: return "chatml";
-        case ChatFamily::llama2: return "llama2";
-        case ChatFamily::mistral_v1: return "mistral-v1";
-        case ChatFamily::mistral_v3: return "mistral-v3";
-        case ChatFamily::llama3: return "llama3";
+        case ChatFamily::chatml:
+            return "chatml";
+        case ChatFamily::llama2:
+            return "llama2";
+        case ChatFamily::mistral_v1:
+            return "mistral-v1";
+        case ChatFamily::mistral_v3:
+            return "mistral-v3";
+        case ChatFamily::llama3:
+            return "llama3";
     }
     return "unknown";
 }
 
 /// "chatml", "llama2", "mistral-v1" (or "mistral"), "mistral-v3", "llama3"; throws config_error otherwise.
 inline ChatFamily chat_family_from_name(std::string_view name) {
-    for (const ChatFamily f : {ChatFamily::chatml, ChatFamily::llama2, ChatFamily::mistral_v1, ChatFamily::mistral_v3,
-                               ChatFamily::llama3})
+    for (const ChatFamily f :
+         {ChatFamily::chatml, ChatFamily::llama2, ChatFamily::mistral_v1, ChatFamily::mistral_v3, ChatFamily::llama3})
         if (name == chat_family_name(f)) return f;
     if (name == "mistral") return ChatFamily::mistral_v1;
     throw config_error("chat template: unknown family '" + std::string(name) +
@@ -105,8 +110,9 @@ public:
             family = detect_chat_family(jinja);
         }
         if (!family)
-            throw config_error("tokenizer.chat_template: unrecognised chat template (no ChatML, Llama 2/3 or Mistral "
-                               "markers); choose a family by name");
+            throw config_error(
+                "tokenizer.chat_template: unrecognised chat template (no ChatML, Llama 2/3 or Mistral "
+                "markers); choose a family by name");
         std::optional<std::string> system;
         if (*family == ChatFamily::chatml) system = default_system_prompt_of(jinja);
         return ChatTemplate(*family, std::move(system));
@@ -119,9 +125,12 @@ public:
     /// has such a header (ChatML, Llama 3; the [INST] formats end a user turn ready for the answer anyway).
     std::string format(std::span<const Message> messages, bool add_generation_prompt = true) const {
         switch (family_) {
-            case ChatFamily::chatml: return chatml(messages, add_generation_prompt);
-            case ChatFamily::llama3: return llama3(messages, add_generation_prompt);
-            default: return inst(messages);
+            case ChatFamily::chatml:
+                return chatml(messages, add_generation_prompt);
+            case ChatFamily::llama3:
+                return llama3(messages, add_generation_prompt);
+            default:
+                return inst(messages);
         }
     }
 
@@ -163,9 +172,10 @@ private:
         for (std::size_t i = 0; i < messages.size(); ++i) {
             const bool should_be_user = i % 2 == 0;
             if ((messages[i].role == "user") != should_be_user || (!should_be_user && messages[i].role != "assistant"))
-                throw config_error(std::string("chat template ") + std::string(chat_family_name(family_)) +
-                                   ": after the optional system message, roles must alternate user/assistant (message " +
-                                   std::to_string(i) + " is '" + messages[i].role + "')");
+                throw config_error(
+                    std::string("chat template ") + std::string(chat_family_name(family_)) +
+                    ": after the optional system message, roles must alternate user/assistant (message " +
+                    std::to_string(i) + " is '" + messages[i].role + "')");
             if (should_be_user) last_user = i;
         }
         std::string out;
@@ -184,14 +194,16 @@ private:
                     break;
                 case ChatFamily::mistral_v1:
                     if (user) {
-                        out += " [INST] " + (i == 0 && system ? *system + "\n\n" : std::string()) + content + " [/INST]";
+                        out +=
+                            " [INST] " + (i == 0 && system ? *system + "\n\n" : std::string()) + content + " [/INST]";
                     } else {
                         out += " " + content + "</s>";
                     }
                     break;
                 default:  // mistral_v3: the system prompt goes with the last user message
                     if (user) {
-                        out += "[INST] " + (i == last_user && system ? *system + "\n\n" : std::string()) + content + "[/INST]";
+                        out += "[INST] " + (i == last_user && system ? *system + "\n\n" : std::string()) + content +
+                               "[/INST]";
                     } else {
                         out += " " + trim(content) + "</s>";
                     }

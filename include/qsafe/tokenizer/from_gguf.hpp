@@ -29,7 +29,8 @@ inline TokenizerSpec spec_from_gguf(const gguf::File& file) {
 
     if (spec.model == ModelKind::byte_level_bpe) {
         if (spec.merges.empty())
-            throw format_error(spec.origin + ": tokenizer.ggml.merges: missing or empty, but a gpt2 tokenizer needs merges");
+            throw format_error(spec.origin +
+                               ": tokenizer.ggml.merges: missing or empty, but a gpt2 tokenizer needs merges");
         // Files converted before `tokenizer.ggml.pre` existed used the GPT-2 split.
         spec.pre = file.get_optional<std::string>("tokenizer.ggml.pre").value_or("gpt2");
         pre_tokenizer_from_name(spec.pre, spec.origin);  // reject unknown names here, naming the key
@@ -68,6 +69,8 @@ inline TokenizerSpec spec_from_gguf(const gguf::File& file) {
     return spec;
 }
 
-inline TokenizerSpec spec_from_gguf(const std::filesystem::path& path) { return spec_from_gguf(gguf::File::open(path)); }
+inline TokenizerSpec spec_from_gguf(const std::filesystem::path& path) {
+    return spec_from_gguf(gguf::File::open(path));
+}
 
 }  // namespace qsafe::tokenizer

@@ -91,14 +91,17 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
     try {
         const Json& model = tok.at("model");
         const std::string type = model.value("type", "BPE");
-        if (type != "BPE") throw config_error(origin + ": model.type: unsupported tokenizer model '" + type + "' (only BPE)");
-        if (model.value("continuing_subword_prefix", Json()).is_string() || model.value("end_of_word_suffix", Json()).is_string())
+        if (type != "BPE")
+            throw config_error(origin + ": model.type: unsupported tokenizer model '" + type + "' (only BPE)");
+        if (model.value("continuing_subword_prefix", Json()).is_string() ||
+            model.value("end_of_word_suffix", Json()).is_string())
             throw config_error(origin + ": model: continuing_subword_prefix / end_of_word_suffix are not supported");
 
         // Token table: model.vocab plus added_tokens, indexed by id without gaps.
         std::vector<std::optional<std::string>> texts;
         const auto place = [&](std::int64_t id, const std::string& text, const char* key) {
-            if (id < 0 || id > 0x7FFFFFFF) throw format_error(origin + ": " + key + ": bad token id " + std::to_string(id));
+            if (id < 0 || id > 0x7FFFFFFF)
+                throw format_error(origin + ": " + key + ": bad token id " + std::to_string(id));
             if (texts.size() <= static_cast<std::size_t>(id)) texts.resize(static_cast<std::size_t>(id) + 1);
             texts[static_cast<std::size_t>(id)] = text;
         };
@@ -132,7 +135,8 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
         const bool byte_level = detail::has_step(pre, "ByteLevel") || detail::has_step(decoders, "ByteLevel");
         const bool metaspace = detail::has_step(pre, "Metaspace");
         const bool sentencepiece = model.value("byte_fallback", false) || metaspace ||
-                                   detail::has_step(normalizers, "Prepend") || detail::has_step(decoders, "ByteFallback");
+                                   detail::has_step(normalizers, "Prepend") ||
+                                   detail::has_step(decoders, "ByteFallback");
         if (byte_level) {
             spec.model = ModelKind::byte_level_bpe;
             spec.pre = detail::pre_tokenizer_name(tok, origin);
@@ -141,21 +145,26 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
             spec.model = ModelKind::sentencepiece_bpe;
             for (const Json& n : normalizers) {
                 const std::string t = n.value("type", "");
-                if (t == "Prepend") spec.add_space_prefix = true;
-                else if (t != "Replace") throw config_error(origin + ": normalizer: unsupported step '" + t + "'");
+                if (t == "Prepend")
+                    spec.add_space_prefix = true;
+                else if (t != "Replace")
+                    throw config_error(origin + ": normalizer: unsupported step '" + t + "'");
             }
             for (const Json& p : pre) {
                 if (p.value("type", "") != "Metaspace")
                     throw config_error(origin + ": pre_tokenizer: unsupported step '" + p.value("type", "") + "'");
-                if (p.value("split", false)) throw config_error(origin + ": pre_tokenizer: Metaspace split=true is not supported");
-                const std::string scheme = p.value("prepend_scheme", p.value("add_prefix_space", true) ? "always" : "never");
+                if (p.value("split", false))
+                    throw config_error(origin + ": pre_tokenizer: Metaspace split=true is not supported");
+                const std::string scheme =
+                    p.value("prepend_scheme", p.value("add_prefix_space", true) ? "always" : "never");
                 spec.add_space_prefix = scheme != "never";
             }
             for (std::size_t i = 0; i < spec.tokens.size(); ++i)
                 if (spec.types[i] == TokenType::normal && SentencePieceBpe::parse_byte_token(spec.tokens[i]))
                     spec.types[i] = TokenType::byte;
         } else {
-            throw config_error(origin + ": pre_tokenizer: neither byte-level (ByteLevel) nor SentencePiece-style "
+            throw config_error(origin +
+                               ": pre_tokenizer: neither byte-level (ByteLevel) nor SentencePiece-style "
                                "(byte_fallback / Metaspace / Prepend) BPE");
         }
 
@@ -222,8 +231,8 @@ inline nlohmann::json parse_json_file(const std::filesystem::path& path) {
 inline TokenizerSpec spec_from_tokenizer_json(const std::filesystem::path& tokenizer_json) {
     const nlohmann::json tok = detail::parse_json_file(tokenizer_json);
     const auto config_path = tokenizer_json.parent_path() / "tokenizer_config.json";
-    const nlohmann::json config = std::filesystem::exists(config_path) ? detail::parse_json_file(config_path)
-                                                                      : nlohmann::json();
+    const nlohmann::json config =
+        std::filesystem::exists(config_path) ? detail::parse_json_file(config_path) : nlohmann::json();
     return spec_from_tokenizer_json(tok, config, tokenizer_json.string());
 }
 

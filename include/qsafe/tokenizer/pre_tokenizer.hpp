@@ -61,7 +61,9 @@ public:
     bool number(std::size_t i) const noexcept { return in(i) && chars_[i].number; }
     bool space(std::size_t i) const noexcept { return in(i) && chars_[i].space; }
     /// [^\s\p{L}\p{N}]: any character (or invalid byte) that is not whitespace, letter or number.
-    bool other(std::size_t i) const noexcept { return in(i) && !chars_[i].space && !chars_[i].letter && !chars_[i].number; }
+    bool other(std::size_t i) const noexcept {
+        return in(i) && !chars_[i].space && !chars_[i].letter && !chars_[i].number;
+    }
     static bool is_crlf(char32_t c) noexcept { return c == U'\r' || c == U'\n'; }
     static char32_t lower_ascii(char32_t c) noexcept { return c >= U'A' && c <= U'Z' ? c + 32 : c; }
 

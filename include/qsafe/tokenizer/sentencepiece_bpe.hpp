@@ -47,8 +47,10 @@ public:
         if (text.size() != 6 || text.substr(0, 3) != "<0x" || text[5] != '>') return std::nullopt;
         int value = 0;
         for (const char c : text.substr(3, 2)) {
-            const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                        : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            const int d = c >= '0' && c <= '9'   ? c - '0'
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                          : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                                 : -1;
             if (d < 0) return std::nullopt;
             value = value * 16 + d;
         }
@@ -104,7 +106,8 @@ public:
         std::vector<Symbol> sym;
         for (const Utf8Unit& u : split_utf8(text)) {
             const std::size_t i = sym.size();
-            sym.push_back({u.offset, u.offset + u.length, i - 1, i + 1, lookup(vocab, text.substr(u.offset, u.length)), true});
+            sym.push_back(
+                {u.offset, u.offset + u.length, i - 1, i + 1, lookup(vocab, text.substr(u.offset, u.length)), true});
         }
         const std::size_t n = sym.size();
         std::priority_queue<Candidate> queue;

@@ -22,7 +22,7 @@ namespace qsafe::tokenizer {
 
 struct EncodeOptions {
     std::optional<bool> add_bos = std::nullopt;  ///< prepend BOS; unset = the model's add_bos flag
-    bool parse_special = false;   ///< match control tokens such as "<|im_start|>" in the text
+    bool parse_special = false;                  ///< match control tokens such as "<|im_start|>" in the text
     std::optional<bool> add_eos = std::nullopt;  ///< append EOS; unset = the model's add_eos flag
 };
 
@@ -41,11 +41,10 @@ public:
         for (TokenId id = 0; id < static_cast<TokenId>(vocab_.size()); ++id)
             if (vocab_.is_special(id) && !vocab_.text(id).empty()) specials_.push_back(id);
         // Longest first, so "<|im_start|>" wins over any special token that is a prefix of it.
-        std::stable_sort(specials_.begin(), specials_.end(), [this](TokenId a, TokenId b) {
-            return vocab_.text(a).size() > vocab_.text(b).size();
-        });
+        std::stable_sort(specials_.begin(), specials_.end(),
+                         [this](TokenId a, TokenId b) { return vocab_.text(a).size() > vocab_.text(b).size(); });
         // End-of-generation: EOS/EOT/EOM plus the usual turn-end texts (llama.cpp does the same by text).
-        constexpr std::string_view eog_texts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
+        constexpr std::string_view eog_texts[] = {"<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
                                                   "<|endoftext|>", "<|eom_id|>", "<EOT>"};
         for (const std::string_view t : eog_texts) {
             if (const auto id = vocab_.find(t)) {
@@ -105,7 +104,8 @@ public:
             case TokenType::user_defined:
                 return text;
             case TokenType::byte:
-                if (const auto b = SentencePieceBpe::parse_byte_token(text)) return std::string(1, static_cast<char>(*b));
+                if (const auto b = SentencePieceBpe::parse_byte_token(text))
+                    return std::string(1, static_cast<char>(*b));
                 return text;
             default:
                 return spec_.model == ModelKind::byte_level_bpe ? ByteLevelBpe::decode_token_text(text)

@@ -15,7 +15,14 @@ namespace qsafe::tokenizer {
 
 /// General category class of a code point (first letter of its category; `other` = Cc Cf Cs Co).
 enum class CharClass : std::uint8_t {
-    unassigned = 0, letter, mark, number, punctuation, symbol, separator, other,
+    unassigned = 0,
+    letter,
+    mark,
+    number,
+    punctuation,
+    symbol,
+    separator,
+    other,
     invalid,  ///< a byte that does not start a valid UTF-8 sequence (no code point)
 };
 

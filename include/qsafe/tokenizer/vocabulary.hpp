@@ -23,7 +23,13 @@ enum class ModelKind {
 
 /// Per-token type, numbered as in GGUF `tokenizer.ggml.token_type`.
 enum class TokenType : std::int32_t {
-    undefined = 0, normal = 1, unknown = 2, control = 3, user_defined = 4, unused = 5, byte = 6,
+    undefined = 0,
+    normal = 1,
+    unknown = 2,
+    control = 3,
+    user_defined = 4,
+    unused = 5,
+    byte = 6,
 };
 
 inline std::string_view model_kind_name(ModelKind kind) noexcept {
@@ -45,9 +51,9 @@ struct TokenizerSpec {
     /// empty for SentencePiece models, which split only on special tokens.
     std::string pre;
     std::vector<std::string> tokens;
-    std::vector<float> scores;         ///< empty, or one per token (SentencePiece merge priority)
-    std::vector<TokenType> types;      ///< empty (all normal), or one per token
-    std::vector<std::string> merges;   ///< "left right", in rank order (rank 0 first)
+    std::vector<float> scores;        ///< empty, or one per token (SentencePiece merge priority)
+    std::vector<TokenType> types;     ///< empty (all normal), or one per token
+    std::vector<std::string> merges;  ///< "left right", in rank order (rank 0 first)
     std::optional<TokenId> bos_id, eos_id, eot_id, eom_id, unk_id, pad_id;
     bool add_bos = false;
     bool add_eos = false;
@@ -79,8 +85,8 @@ public:
                 throw format_error(origin_ + ": tokenizer.ggml.token_type[" + std::to_string(i) +
                                    "]: unknown token type " + std::to_string(t));
             if (!ids_.emplace(texts_[i], static_cast<TokenId>(i)).second)
-                throw format_error(origin_ + ": tokenizer.ggml.tokens[" + std::to_string(i) + "]: token '" +
-                                   texts_[i] + "' already has id " + std::to_string(ids_.at(texts_[i])));
+                throw format_error(origin_ + ": tokenizer.ggml.tokens[" + std::to_string(i) + "]: token '" + texts_[i] +
+                                   "' already has id " + std::to_string(ids_.at(texts_[i])));
         }
         check_id(spec.bos_id, "tokenizer.ggml.bos_token_id");
         check_id(spec.eos_id, "tokenizer.ggml.eos_token_id");
@@ -125,8 +131,8 @@ private:
 
     void check_id(const std::optional<TokenId>& id, const char* key) const {
         if (id && !contains(*id))
-            throw format_error(origin_ + ": " + key + ": id " + std::to_string(*id) +
-                               " is outside the vocabulary of " + std::to_string(texts_.size()) + " tokens");
+            throw format_error(origin_ + ": " + key + ": id " + std::to_string(*id) + " is outside the vocabulary of " +
+                               std::to_string(texts_.size()) + " tokens");
     }
 
     std::string origin_;
