@@ -66,7 +66,8 @@ class SchemeRegistry {
         std::lock_guard lock(mutex_);
         if (entry.name.empty() || entry.name.find_first_of(" ,=:") != std::string::npos)
             throw config_error("scheme registry: invalid scheme name '" + entry.name + "'");
-        entries_[entry.name] = std::make_shared<const SchemeEntry>(std::move(entry));
+        std::string key = entry.name;  // not entries_[entry.name] = ...(std::move(entry)): the right side runs first
+        entries_[std::move(key)] = std::make_shared<const SchemeEntry>(std::move(entry));
     }
     const SchemeEntry* find(std::string_view name) const {
         std::lock_guard lock(mutex_);
