@@ -92,7 +92,7 @@ TEST_CASE("tiny Llama: incremental decoding, batched decoding and prefill agree;
     for (std::size_t i = 0; i < 3; ++i) CHECK((batched.row(static_cast<Eigen::Index>(i)) - separate[i].row(0)).cwiseAbs().maxCoeff() < 1e-4f);
 
     // Thread-count independence, fp32 and quantized.
-    for (const std::string rules : {"*=fp32", "*=int4-g16-asym", "*=int8-pc-sym,output=nf4-g64"}) {
+    for (const std::string rules : {"*=fp32", "*=int4-g32-asym", "*=int8-pc-sym,output=nf4-g64"}) {
         CAPTURE(rules);
         LlamaModel m = load_gguf(dir / "tiny.gguf", rules);
         const int saved = num_threads();
@@ -113,9 +113,9 @@ TEST_CASE("tiny Llama: scheme rules put each tensor under its scheme; quantized 
     const auto dir = temp_dir("rules");
     t.write_gguf(dir / "tiny.gguf");
     LlamaModel fp = load_gguf(dir / "tiny.gguf");
-    LlamaModel q = load_gguf(dir / "tiny.gguf", "*=int8-pc-sym,blk.1.*=int4-g16-asym,output=fp32");
+    LlamaModel q = load_gguf(dir / "tiny.gguf", "*=int8-pc-sym,blk.1.*=int4-g32-asym,output=fp32");
     CHECK(q.weights().layers[0].wq->scheme_name() == "int8-pc-sym");
-    CHECK(q.weights().layers[1].w_down->scheme_name() == "int4-g16-asym");
+    CHECK(q.weights().layers[1].w_down->scheme_name() == "int4-g32-asym");
     CHECK(q.weights().output->scheme_name() == "fp32");
     KvCache a = fp.new_cache(), b = q.new_cache();
     const RowMatrixF la = fp.forward_sequence(a, tokens, true), lb = q.forward_sequence(b, tokens, true);
