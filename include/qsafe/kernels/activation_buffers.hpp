@@ -1,0 +1,118 @@
+#pragma once
+// Activations prepared once per call for the x86 chunk kernels: zero-padded to whole 32-code chunks and
+// permuted into the chunk order of the weights' bit width (kernels/chunk_layout.hpp), either as fp32 or
+// quantized to int8 per chunk (llama.cpp's q8_0: d = max|x| / 127, q = round(x / d)).
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "qsafe/core/aligned_buffer.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/parallel.hpp"
+#include "qsafe/kernels/chunk_layout.hpp"
+
+namespace qsafe::kernels {
+
+namespace detail {
+struct ChunkPositions {
+    std::array<std::uint8_t, chunk_codes> of;  // register byte of natural code i
+};
+constexpr ChunkPositions chunk_positions(ChunkOrder order) {
+    ChunkPositions t{};
+    for (int i = 0; i < static_cast<int>(chunk_codes); ++i)
+        t.of[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(chunk_position(order, i));
+    return t;
+}
+inline constexpr ChunkPositions positions_natural = chunk_positions(ChunkOrder::natural);
+inline constexpr ChunkPositions positions_nibble = chunk_positions(ChunkOrder::nibble);
+inline constexpr ChunkPositions positions_crumb = chunk_positions(ChunkOrder::crumb);
+inline const ChunkPositions& positions_for(ChunkOrder order) noexcept {
+    return order == ChunkOrder::nibble ? positions_nibble
+                                       : order == ChunkOrder::crumb ? positions_crumb : positions_natural;
+}
+}  // namespace detail
+
+/// batch x chunks x 32 fp32 activations in chunk order.
+struct PermutedActivations {
+    std::size_t batch = 0;
+    std::size_t chunks = 0;
+    aligned_vector<float> x;
+
+    const float* chunk(std::size_t n, std::size_t c) const noexcept { return x.data() + (n * chunks + c) * chunk_codes; }
+};
+
+/// batch x chunks x 32 int8 activations in chunk order, one scale per chunk, and per weight group the sum
+/// of the dequantized activations (d * sum q) for the zero-point term.
+struct Int8Activations {
+    std::size_t batch = 0;
+    std::size_t chunks = 0;
+    std::size_t groups = 0;
+    std::size_t chunks_per_group = 0;
+    aligned_vector<std::int8_t> q;
+    aligned_vector<float> d;
+    aligned_vector<float> group_sums;
+
+    const std::int8_t* chunk(std::size_t n, std::size_t c) const noexcept {
+        return q.data() + (n * chunks + c) * chunk_codes;
+    }
+    float scale(std::size_t n, std::size_t c) const noexcept { return d[n * chunks + c]; }
+    const float* sums(std::size_t n) const noexcept { return group_sums.data() + n * groups; }
+};
+
+// Templated on the arch only so that copies compiled with different ISA flags stay distinct symbols.
+/// Sizes and fills `out` from x (batch x cols); chunks = ceil(cols / 32).
+template <class Arch>
+void permute_activations(ConstMatrixView x, ChunkOrder order, PermutedActivations& out) {
+    out.batch = x.rows;
+    out.chunks = (x.cols + chunk_codes - 1) / chunk_codes;
+    out.x.assign(out.batch * out.chunks * chunk_codes, 0.0f);
+    const detail::ChunkPositions& pos = detail::positions_for(order);
+    parallel_for(out.batch, [&](std::size_t n) {
+        const float* src = x.row(n);
+        for (std::size_t c = 0; c < out.chunks; ++c) {
+            float* dst = out.x.data() + (n * out.chunks + c) * chunk_codes;
+            const std::size_t count = std::min(chunk_codes, x.cols - c * chunk_codes);
+            for (std::size_t i = 0; i < count; ++i) dst[pos.of[i]] = src[c * chunk_codes + i];
+        }
+    });
+}
+
+/// Quantizes x (batch x cols) to int8 per 32-chunk; weight groups span `chunks_per_group` chunks.
+template <class Arch>
+void quantize_activations(ConstMatrixView x, ChunkOrder order, std::size_t chunks_per_group,
+                                 std::size_t groups, Int8Activations& out) {
+    out.batch = x.rows;
+    out.chunks = (x.cols + chunk_codes - 1) / chunk_codes;
+    out.groups = groups;
+    out.chunks_per_group = chunks_per_group;
+    out.q.assign(out.batch * out.chunks * chunk_codes, 0);
+    out.d.assign(out.batch * out.chunks, 0.0f);
+    out.group_sums.assign(out.batch * groups, 0.0f);
+    const detail::ChunkPositions& pos = detail::positions_for(order);
+    parallel_for(out.batch, [&](std::size_t n) {
+        const float* src = x.row(n);
+        for (std::size_t c = 0; c < out.chunks; ++c) {
+            const std::size_t count = std::min(chunk_codes, x.cols - c * chunk_codes);
+            float amax = 0.0f;
+            for (std::size_t i = 0; i < count; ++i) amax = std::max(amax, std::fabs(src[c * chunk_codes + i]));
+            const float d = amax / 127.0f;
+            const float inv = d > 0.0f ? 1.0f / d : 0.0f;
+            std::int8_t* dst = out.q.data() + (n * out.chunks + c) * chunk_codes;
+            int sum = 0;
+            for (std::size_t i = 0; i < count; ++i) {
+                const float v = std::clamp(std::nearbyint(src[c * chunk_codes + i] * inv), -127.0f, 127.0f);
+                const int qi = static_cast<int>(v);
+                dst[pos.of[i]] = static_cast<std::int8_t>(qi);
+                sum += qi;
+            }
+            out.d[n * out.chunks + c] = d;
+            // The zero-point term uses the quantized activations, so that the integer path computes exactly
+            // sum (q - z) * x_q * d: its error is that of x_q alone, smaller than with the true sum of x.
+            out.group_sums[n * groups + c / chunks_per_group] += d * static_cast<float>(sum);
+        }
+    });
+}
+
+}  // namespace qsafe::kernels

@@ -1,0 +1,139 @@
+#pragma once
+// Exact (fp32 activation) kernel on x86 for every codebook: the same chunk decoding and tiling as the
+// integer kernel, then codes -> levels (q - z for uniform grids; a table lookup for NF4, FP4, learned and
+// user tables: one permute for <= 8 entries, two permutes + blend for 16, a gather beyond) and fma with the
+// permuted fp32 activations; per-group accumulators are scaled by the group scale at the end of the group.
+#include <algorithm>
+#include <cstddef>
+
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/formats/quantized_matrix.hpp"
+#include "qsafe/kernels/activation_buffers.hpp"
+#include "qsafe/kernels/arch/x86_int8.hpp"
+
+namespace qsafe::kernels {
+
+#if XSIMD_WITH_AVX2
+namespace detail {
+
+inline constexpr std::size_t max_table_levels = 256;
+
+/// Level values of one group of one row, held the way the lookup wants them.
+template <class Arch, QuantScheme S>
+struct GroupLevels {
+    static constexpr int levels = S::levels;
+    x86::f8 offset = x86::f8(0.0f);                 // uniform grids: the zero point
+    x86::f8 low = x86::f8(0.0f), high = x86::f8(0.0f);        // tables of <= 16 entries
+    alignas(32) float table[S::uniform ? 1 : levels];  // larger tables (gathered)
+
+    void load_table(const float* values) noexcept {
+        if constexpr (levels <= 8) {
+            alignas(32) float padded[8] = {};
+            std::copy(values, values + levels, padded);
+            low = x86::f8::load_aligned(padded);
+        } else if constexpr (levels == 16) {
+            low = x86::f8::load_unaligned(values);
+            high = x86::f8::load_unaligned(values + 8);
+        } else {
+            std::copy(values, values + levels, table);
+        }
+    }
+    void load_fp16_table(const fp16_t* values) noexcept {
+        alignas(32) float f[levels];
+        for (int i = 0; i + 8 <= levels; i += 8) x86::load_fp16x8(values + i).store_aligned(f + i);
+        for (int i = levels / 8 * 8; i < levels; ++i) f[i] = x86::fp16_to_float(values[i]);
+        load_table(f);
+    }
+    x86::f8 operator()(__m256i codes) const noexcept {
+        if constexpr (S::uniform) return x86::to_float(codes) - offset;
+        else if constexpr (levels <= 8) return x86::lookup8(low, codes);
+        else if constexpr (levels == 16) return x86::lookup16(low, high, codes);
+        else return x86::lookup_gather(table, codes);
+    }
+};
+
+template <class Arch, QuantScheme S>
+void prepare_group_levels(const QuantizedMatrix<S>& w, std::size_t r, std::size_t g, GroupLevels<Arch, S>& out) noexcept {
+    if constexpr (S::uniform) {
+        out.offset = x86::f8(S::asymmetric ? static_cast<float>(w.zero_point(r, g)) : static_cast<float>(S::levels / 2));
+    } else if constexpr (qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group) {
+        out.load_fp16_table(w.codebook_for(r, g));
+    }
+}
+
+}  // namespace detail
+
+/// y(n0 + n, r0 + r) = row (r0 + r) . activation (n0 + n), without outliers, fp32 activations.
+template <class Arch, QuantScheme S, int RowTile, int BatchTile>
+void float_tile(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedActivations& a, std::size_t n0,
+                MatrixView y) noexcept {
+    using x86::f8;
+    constexpr int bits = S::bits;
+    constexpr PlaneSplit split = plane_split(bits);
+    constexpr std::size_t low_step = x86::chunk_plane_bytes(split.low_bits);
+    constexpr std::size_t high_step = x86::chunk_plane_bytes(split.high_bits);
+    constexpr bool per_group_levels =
+        S::uniform || (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group);
+    const std::size_t chunks = a.chunks;
+    const std::size_t full_chunks = w.padded_cols / chunk_codes;
+    const std::size_t groups = w.groups_per_row;
+    const std::size_t per_group = S::per_channel ? chunks : w.group_size / chunk_codes;
+
+    const std::uint8_t* low[RowTile];
+    const std::uint8_t* high[RowTile];
+    detail::GroupLevels<Arch, S> levels[RowTile];
+    for (int r = 0; r < RowTile; ++r) {
+        low[r] = w.row_codes(r0 + static_cast<std::size_t>(r));
+        high[r] = low[r] + w.padded_cols * static_cast<std::size_t>(split.low_bits) / 8;
+        if constexpr (S::table) {
+            levels[r].load_table(S::codebook::values.data());
+        } else if constexpr (S::learned && !per_group_levels) {
+            levels[r].load_fp16_table(w.codebook.data());
+        }
+    }
+
+    f8 acc[RowTile][BatchTile];
+    for (auto& row : acc)
+        for (auto& v : row) v = f8(0.0f);
+
+    for (std::size_t g = 0; g < groups; ++g) {
+        const std::size_t c_begin = g * per_group;
+        const std::size_t c_end = std::min(c_begin + per_group, chunks);
+        if constexpr (per_group_levels)
+            for (int r = 0; r < RowTile; ++r)
+                detail::prepare_group_levels(w, r0 + static_cast<std::size_t>(r), g, levels[r]);
+        f8 part[RowTile][BatchTile];
+        for (auto& row : part)
+            for (auto& v : row) v = f8(0.0f);
+        auto accumulate = [&](std::size_t c, int r, __m256i q) {
+            const x86::WideCodes wide = x86::widen_codes(q);
+            f8 value[4];
+            for (int k = 0; k < 4; ++k) value[k] = levels[r](wide.part[k]);
+            for (int n = 0; n < BatchTile; ++n) {
+                const float* x = a.chunk(n0 + static_cast<std::size_t>(n), c);
+                f8 sum = part[r][n];
+                for (int k = 0; k < 4; ++k) sum = xsimd::fma(value[k], f8::load_aligned(x + 8 * k), sum);
+                part[r][n] = sum;
+            }
+        };
+        const std::size_t c_full = std::min(c_end, full_chunks);
+        for (std::size_t c = c_begin; c < c_full; ++c)
+            for (int r = 0; r < RowTile; ++r)
+                accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+        if (c_end > full_chunks)
+            for (int r = 0; r < RowTile; ++r)
+                accumulate(full_chunks, r,
+                           x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
+                                                        high[r] + full_chunks * high_step));
+        for (int r = 0; r < RowTile; ++r) {
+            const f8 s(x86::load_scale(w.scales[(r0 + static_cast<std::size_t>(r)) * groups + g]));
+            for (int n = 0; n < BatchTile; ++n) acc[r][n] = xsimd::fma(s, part[r][n], acc[r][n]);
+        }
+    }
+    for (int r = 0; r < RowTile; ++r)
+        for (int n = 0; n < BatchTile; ++n)
+            y(n0 + static_cast<std::size_t>(n), r0 + static_cast<std::size_t>(r)) = xsimd::hadd(acc[r][n]);
+}
+#endif  // XSIMD_WITH_AVX2
+
+}  // namespace qsafe::kernels
