@@ -10,7 +10,7 @@ from source (~20 min on 2 cores), and the real model file:
     ~/.venvs/qsafe-ref/bin/python tools/reference/make_fixtures.py --model "$MODEL" \
         --wikitext /work/shared/datasets/wikitext2/test.txt --out tests/fixtures/smollm2
     # --skip-ppl regenerates only the tokenizer and logits fixtures (a few minutes; the
-    # perplexity pass scores 609 chunks: ~15 min on 2 idle cores, over an hour on a busy machine;
+    # perplexity pass scores 609 chunks: ~20 min on 2 idle cores (estimate), over an hour on a busy machine;
     # it is resumable through --ppl-state)
 
 Last run with (the exact values are also written into every fixture's "generator" block):
@@ -699,7 +699,7 @@ def summarize(nll_sums: list[float], nll2_sums: list[float], counts: list[int]) 
 
 
 def make_perplexity(model_path: str, gen: dict[str, Any], wikitext: str, bos_variant_chunks: int,
-                    workers: int, threads: int, state_path: str) -> dict[str, Any]:
+                    workers: int, threads: int, state_path: str, from_state_only: bool = False) -> dict[str, Any]:
     import multiprocessing as mp
 
     with open(wikitext, "rb") as f:
@@ -734,6 +734,11 @@ def make_perplexity(model_path: str, gen: dict[str, Any], wikitext: str, bos_var
         print(f"  resuming: {len(done)} chunks already in {state_path}", file=sys.stderr)
 
     def run(variant: str, n_chunks: int) -> tuple[list[float], list[float], list[int]]:
+        if from_state_only:  # no scoring: use the contiguous prefix of chunks already in the state file
+            n = 0
+            while n < n_chunks and (variant, n) in done:
+                n += 1
+            n_chunks = n
         jobs = []
         for i in range(n_chunks):
             if (variant, i) in done:
@@ -761,9 +766,12 @@ def make_perplexity(model_path: str, gen: dict[str, Any], wikitext: str, bos_var
     # the first 64 chunks first, so a partial run already yields the 64-chunk number
     run("llama_cpp", min(PPL_FIRST_CHUNKS, n_chunk_max))
     s, s2, c = run("llama_cpp", n_chunk_max)
+    if len(c) < PPL_FIRST_CHUNKS:
+        raise SystemExit(f"only {len(c)} chunks scored so far; need {PPL_FIRST_CHUNKS}")
     first64 = summarize(s[:PPL_FIRST_CHUNKS], s2[:PPL_FIRST_CHUNKS], c[:PPL_FIRST_CHUNKS])
     allc = summarize(s, s2, c)
-    print(f"  first 64 chunks: {first64}\n  all chunks: {allc}", file=sys.stderr)
+    complete = len(c) == n_chunk_max
+    print(f"  first 64 chunks: {first64}\n  {len(c)} chunks: {allc}", file=sys.stderr)
     out: dict[str, Any] = {
         "format": "qsafe.perplexity.v1",
         "generator": {**gen, "settings": {**gen["settings"], "n_threads": threads, "ppl_worker_processes": workers,
@@ -801,12 +809,16 @@ def make_perplexity(model_path: str, gen: dict[str, Any], wikitext: str, bos_var
         "n_ctx": n_ctx,
         "n_chunks_max": n_chunk_max,
         "first_64_chunks": first64,
-        "all_chunks": allc,
+        ("all_chunks" if complete else "partial_prefix_chunks"): allc,
         "per_chunk_mean_nll": [g9(a / k) for a, k in zip(s, c)],
     }
+    if not complete:
+        out["note_partial"] = (f"INCOMPLETE: only the first {len(c)} of {n_chunk_max} chunks were scored; "
+                               "rerun make_fixtures.py --ppl-only to finish (it resumes from its --ppl-state file)")
+    bc: list[int] = []
     if bos_variant_chunks > 0 and not add_bos:
-        nb = min(bos_variant_chunks, n_chunk_max)
-        bs, bs2, bc = run("bos_replaced", nb)
+        bs, bs2, bc = run("bos_replaced", min(bos_variant_chunks, n_chunk_max))
+    if bc:
         out["variant_bos_replaced"] = {
             "description": "NOT what llama.cpp does for this model: same procedure but every chunk's first token "
                            f"replaced by BOS (id {bos}, <|im_start|>), as llama.cpp does for models with add_bos_token=true",
@@ -833,6 +845,8 @@ def main() -> int:
                     help="resumable per-chunk results (JSON lines); rerunning continues where it stopped")
     ap.add_argument("--no-fp32-crosscheck", action="store_true",
                     help="skip the numpy fp32 cross-check statistics in logits_cases.json")
+    ap.add_argument("--ppl-from-state", action="store_true",
+                    help="score nothing: write perplexity.json from the chunks already in --ppl-state (may be partial)")
     ap.add_argument("--bos-variant-chunks", type=int, default=PPL_FIRST_CHUNKS,
                     help="also score this many chunks with BOS forced at each chunk start (0 = off)")
     args = ap.parse_args()
@@ -856,7 +870,7 @@ def main() -> int:
     if not args.skip_ppl:
         print("perplexity.json", file=sys.stderr)
         res = make_perplexity(args.model, gen, args.wikitext, args.bos_variant_chunks,
-                              args.ppl_workers, args.ppl_threads, args.ppl_state)
+                              args.ppl_workers, args.ppl_threads, args.ppl_state, args.ppl_from_state)
         dump_json(res, os.path.join(args.out, "perplexity.json"))
     return 0
 
