@@ -1,0 +1,95 @@
+// qsafe's fp32 decoder on the real SmolLM2-135M-Instruct against llama.cpp's logits and greedy
+// continuations (tests/fixtures/smollm2, made by tools/reference/make_fixtures.py). Skipped when the model
+// is not in the cache (scripts/fetch_model.sh puts it there).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "qsafe/model/generation.hpp"
+#include "qsafe/model/model_loader.hpp"
+
+using namespace qsafe;
+
+namespace {
+LoadedModel* real_model() {
+    static std::unique_ptr<LoadedModel> model;
+    static bool tried = false;
+    if (!tried) {
+        tried = true;
+        const auto path = default_model_path();
+        if (std::filesystem::exists(path)) model = std::make_unique<LoadedModel>(load_model(path));
+    }
+    return model.get();
+}
+nlohmann::json fixture(const char* name) {
+    std::ifstream in(std::filesystem::path(QSAFE_FIXTURE_DIR) / "smollm2" / name);
+    REQUIRE(in.good());
+    return nlohmann::json::parse(in);
+}
+}  // namespace
+
+TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy continuations match") {
+    LoadedModel* m = real_model();
+    if (!m) {
+        MESSAGE("SmolLM2 model not found at " << default_model_path().string() << "; run scripts/fetch_model.sh");
+        return;
+    }
+    const auto fx = fixture("logits_cases.json");
+    std::size_t positions = 0, top1 = 0, same_continuations = 0, cases = 0;
+    double kl_sum = 0.0;
+    std::vector<float> logp;
+    for (const auto& c : fx["cases"]) {
+        ++cases;
+        const auto scored = c["scored_ids"].get<std::vector<std::int32_t>>();
+        const auto prompt = c["prompt_ids"].get<std::vector<std::int32_t>>();
+        CHECK(m->tokenizer.encode(c["prompt"].get<std::string>(), {.add_bos = false, .parse_special = true}) == prompt);
+        KvCache cache = m->model.new_cache();
+        const RowMatrixF logits = m->model.forward_sequence(cache, scored, true);
+        for (const auto& p : c["positions"]) {
+            const auto pos = p["pos"].get<Eigen::Index>();
+            logp.resize(static_cast<std::size_t>(logits.cols()));
+            ops::log_softmax({logits.row(pos).data(), logp.size()}, logp);
+            const auto ids = p["top_ids"].get<std::vector<std::int32_t>>();
+            const auto ref = p["top_logprobs"].get<std::vector<double>>();
+            // KL(llama.cpp || qsafe) over the reference top 64 plus one merged tail outcome (a lower bound
+            // of the full KL, tight here: the top 64 hold nearly all the mass).
+            double kl = 0.0, p_top = 0.0, q_top = 0.0;
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                const double pp = std::exp(ref[i]), lq = logp[static_cast<std::size_t>(ids[i])];
+                kl += pp * (ref[i] - lq);
+                p_top += pp;
+                q_top += std::exp(lq);
+            }
+            const double p_tail = std::max(1.0 - p_top, 0.0), q_tail = std::max(1.0 - q_top, 1e-30);
+            if (p_tail > 1e-12) kl += p_tail * std::log(p_tail / q_tail);
+            kl_sum += kl;
+            top1 += Sampler::argmax(logp) == ids[0] ? 1 : 0;
+            ++positions;
+        }
+        // Greedy continuation of the prompt, as many tokens as the reference generated.
+        const auto ref_ids = c["continuation"]["ids"].get<std::vector<std::int32_t>>();
+        GenerationOptions go;
+        go.max_new_tokens = ref_ids.size();
+        const std::vector<std::vector<std::int32_t>> prompts = {prompt};
+        const auto out = generate(m->model, m->tokenizer, prompts, go);
+        std::vector<std::int32_t> ours = out[0].tokens;
+        std::vector<std::int32_t> theirs = ref_ids;
+        if (c["continuation"].value("includes_stop_token", false) && !theirs.empty()) theirs.pop_back();
+        const bool same = ours == theirs;
+        same_continuations += same ? 1 : 0;
+        MESSAGE(c["name"].get<std::string>() << ": greedy continuation " << (same ? "identical" : "differs"));
+    }
+    const double agreement = static_cast<double>(top1) / static_cast<double>(positions);
+    const double mean_kl = kl_sum / static_cast<double>(positions);
+    MESSAGE("positions " << positions << ", top-1 agreement " << 100.0 * agreement << " %, mean KL " << mean_kl
+                         << " nats, identical greedy continuations " << same_continuations << "/" << cases);
+    CHECK(positions >= 256);
+    CHECK(mean_kl <= 0.01);
+    CHECK(agreement >= 0.99);
+    CHECK(same_continuations >= 4);
+}
