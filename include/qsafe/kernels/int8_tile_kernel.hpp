@@ -70,31 +70,78 @@ void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activation
     for (auto& row : acc)
         for (auto& v : row) v = f8(0.0f);
 
-    for (std::size_t g = 0; g < groups; ++g) {
-        const std::size_t c_begin = g * per_group;
-        const std::size_t c_end = std::min(c_begin + per_group, chunks);
-        f8 part[RowTile][BatchTile];
-        for (auto& row : part)
-            for (auto& v : row) v = f8(0.0f);
-        auto accumulate = [&](std::size_t c, int r, __m256i q) {
-            for (int n = 0; n < BatchTile; ++n) {
-                const std::size_t nn = n0 + static_cast<std::size_t>(n);
-                const __m256i xq = x86::load_bytes(a.chunk(nn, c));
-                part[r][n] = xsimd::fma(x86::dot_chunk<bits>(q, xq), f8(a.scale(nn, c)), part[r][n]);
+    if constexpr (!S::per_channel && S::group_size == chunk_codes) {
+        // One chunk per group: fold weight and activation scales into one factor per chunk, computed eight
+        // chunks at a time and broadcast from the stack (a load, not an ALU op) inside the chunk loop.
+        for (std::size_t c0 = 0; c0 < chunks; c0 += f8::size) {
+            const std::size_t count = std::min<std::size_t>(f8::size, chunks - c0);
+            alignas(32) float factor[RowTile][BatchTile][f8::size];
+            for (int r = 0; r < RowTile; ++r) {
+                const auto* scales = w.scales.data() + (r0 + static_cast<std::size_t>(r)) * groups + c0;
+                f8 s;
+                if (count == f8::size) {
+                    s = x86::load_scales8(scales);
+                } else {
+                    alignas(32) float tail[f8::size] = {};
+                    for (std::size_t k = 0; k < count; ++k) tail[k] = x86::load_scale(scales[k]);
+                    s = f8::load_aligned(tail);
+                }
+                for (int n = 0; n < BatchTile; ++n) {
+                    const float* d = &a.d[(n0 + static_cast<std::size_t>(n)) * chunks + c0];
+                    f8 dv;
+                    if (count == f8::size) {
+                        dv = f8::load_unaligned(d);
+                    } else {
+                        alignas(32) float tail[f8::size] = {};
+                        std::copy(d, d + count, tail);
+                        dv = f8::load_aligned(tail);
+                    }
+                    (s * dv).store_aligned(factor[r][n]);
+                }
             }
-        };
-        const std::size_t c_full = std::min(c_end, full_chunks);
-        for (std::size_t c = c_begin; c < c_full; ++c)
-            for (int r = 0; r < RowTile; ++r)
-                accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
-        if (c_end > full_chunks)  // last chunk of a row with an odd number of units
-            for (int r = 0; r < RowTile; ++r)
-                accumulate(full_chunks, r,
-                           x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
-                                                        high[r] + full_chunks * high_step));
-        for (int r = 0; r < RowTile; ++r) {
-            const f8 s(x86::load_scale(w.scales[(r0 + static_cast<std::size_t>(r)) * groups + g]));
-            for (int n = 0; n < BatchTile; ++n) acc[r][n] = xsimd::fma(s, part[r][n], acc[r][n]);
+            auto accumulate = [&](std::size_t c, int r, __m256i q) {
+                for (int n = 0; n < BatchTile; ++n) {
+                    const __m256i xq = x86::load_bytes(a.chunk(n0 + static_cast<std::size_t>(n), c));
+                    acc[r][n] = xsimd::fma(x86::dot_chunk<bits>(q, xq), f8(factor[r][n][c - c0]), acc[r][n]);
+                }
+            };
+            const std::size_t c_full = std::min(c0 + count, full_chunks);
+            for (std::size_t c = c0; c < c_full; ++c)
+                for (int r = 0; r < RowTile; ++r)
+                    accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+            if (c0 + count > full_chunks)
+                for (int r = 0; r < RowTile; ++r)
+                    accumulate(full_chunks, r,
+                               x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
+                                                            high[r] + full_chunks * high_step));
+        }
+    } else {
+        for (std::size_t g = 0; g < groups; ++g) {
+            const std::size_t c_begin = g * per_group;
+            const std::size_t c_end = std::min(c_begin + per_group, chunks);
+            f8 part[RowTile][BatchTile];
+            for (auto& row : part)
+                for (auto& v : row) v = f8(0.0f);
+            auto accumulate = [&](std::size_t c, int r, __m256i q) {
+                for (int n = 0; n < BatchTile; ++n) {
+                    const std::size_t nn = n0 + static_cast<std::size_t>(n);
+                    const __m256i xq = x86::load_bytes(a.chunk(nn, c));
+                    part[r][n] = xsimd::fma(x86::dot_chunk<bits>(q, xq), f8(a.scale(nn, c)), part[r][n]);
+                }
+            };
+            const std::size_t c_full = std::min(c_end, full_chunks);
+            for (std::size_t c = c_begin; c < c_full; ++c)
+                for (int r = 0; r < RowTile; ++r)
+                    accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+            if (c_end > full_chunks)  // last chunk of a row with an odd number of units
+                for (int r = 0; r < RowTile; ++r)
+                    accumulate(full_chunks, r,
+                               x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
+                                                            high[r] + full_chunks * high_step));
+            for (int r = 0; r < RowTile; ++r) {
+                const f8 s(x86::load_scale(w.scales[(r0 + static_cast<std::size_t>(r)) * groups + g]));
+                for (int n = 0; n < BatchTile; ++n) acc[r][n] = xsimd::fma(s, part[r][n], acc[r][n]);
+            }
         }
     }
     for (int r = 0; r < RowTile; ++r)
