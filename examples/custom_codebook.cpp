@@ -17,6 +17,7 @@ using Dc3G64 = qsafe::Scheme<qsafe::Bits<3>, qsafe::GroupSize<64>, qsafe::Symmet
 
 int main() {
     qsafe::register_scheme<my_lab::Dc3G64>("dc3-g64");  // now usable by name, like a built-in scheme
+    qsafe::register_scheme<qsafe::Scheme<qsafe::Bits<3>, qsafe::GroupSize<64>>>("int3-g64-asym");  // to compare with
     qsafe::RowMatrixF w(256, 512);
     std::mt19937 rng(1);
     std::normal_distribution<float> gauss;

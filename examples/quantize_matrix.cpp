@@ -8,8 +8,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include <qsafe/io/gguf.hpp>
 #include <qsafe/qsafe.hpp>
+#include <qsafe/registry/builtin_schemes.hpp>  // the named schemes (this program's only translation unit)
 
 int main(int argc, char** argv) {
     CLI::App app{"Quantize a matrix with a qsafe scheme and report size and error"};

@@ -1,6 +1,7 @@
 #pragma once
-// qsafe umbrella header: the public modules. It registers the built-in schemes (instantiating all their
-// kernels), so large programs include it from one translation unit and the finer headers elsewhere.
+// qsafe umbrella header: the public modules. The named built-in schemes are not included here because they
+// instantiate every kernel: include "qsafe/registry/builtin_schemes.hpp" in one translation unit of a program
+// (that registers them at start-up) or call register_scheme<S>() for the schemes you need.
 #include "qsafe/version.hpp"
 
 #include "qsafe/core/error.hpp"
@@ -16,8 +17,21 @@
 #include "qsafe/quant/error_metrics.hpp"
 #include "qsafe/quant/rtn.hpp"
 
+#include "qsafe/io/gguf.hpp"
+#include "qsafe/io/safetensors.hpp"
+
+#include "qsafe/tokenizer/chat_template.hpp"
+#include "qsafe/tokenizer/from_gguf.hpp"
+#include "qsafe/tokenizer/from_tokenizer_json.hpp"
+#include "qsafe/tokenizer/tokenizer.hpp"
+
 #include "qsafe/kernels/matmul.hpp"
 
-#include "qsafe/registry/builtin_schemes.hpp"
 #include "qsafe/registry/quantized_linear.hpp"
 #include "qsafe/registry/scheme_registry.hpp"
+
+#include "qsafe/model/decoder.hpp"
+#include "qsafe/model/generation.hpp"
+#include "qsafe/model/kl_divergence.hpp"
+#include "qsafe/model/model_loader.hpp"
+#include "qsafe/model/perplexity.hpp"

@@ -5,7 +5,7 @@
 
 #include "common/random_matrix.hpp"
 #include "common/test_schemes.hpp"
-#include "qsafe/registry/builtin_schemes.hpp"
+#include "qsafe/registry/scheme_registry.hpp"
 
 using namespace qsafe;
 

@@ -3,7 +3,6 @@
 #include <array>
 #include <memory>
 
-#include "qsafe/registry/builtin_schemes.hpp"  // the one translation unit that instantiates the built-in schemes
 
 namespace qsafe_cli {
 
