@@ -23,6 +23,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/kernels/matmul.hpp"
 #include "qsafe/policy/scheme.hpp"
+#include "qsafe/registry/builtin_schemes.hpp"
 
 namespace {
 
@@ -114,14 +115,40 @@ struct EigenSet final : MatrixSet {
     std::string path(const MatmulOptions&) const override { return "eigen-fp32"; }
 };
 
-struct SchemeEntry {
+/// A scheme looked up by its registered name: RTN-quantized once from random fp32 weights, then loaded back
+/// from the serialized bytes for every copy; products go through QuantizedLinear (automatic precision).
+struct RegistrySet final : MatrixSet {
+    std::vector<std::unique_ptr<QuantizedLinear>> layers;
+    RegistrySet(const std::string& name, std::size_t rows, std::size_t cols, std::size_t n_copies) {
+        const RowMatrixF w =
+            RowMatrixF::Random(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols)) * 0.05f;
+        layers.push_back(quantize_by_name(name, w));
+        const std::vector<std::byte> bytes = layers.front()->serialize();
+        for (std::size_t i = 1; i < n_copies; ++i) layers.push_back(deserialize_by_name(name, bytes));
+    }
+    std::size_t copies() const override { return layers.size(); }
+    std::size_t bytes() const override { return layers.front()->storage_bytes(); }
+    void multiply(std::size_t copy, ConstMatrixView x, MatrixView y, const MatmulOptions&) override {
+        if (x.rows == 1)
+            layers[copy]->gemv(x.row_span(0), std::span<float>(y.data, y.cols));
+        else
+            layers[copy]->gemm(x, y);
+    }
+    std::string path(const MatmulOptions&) const override { return "registry"; }
+};
+
+struct BenchEntry {
     std::string name;
     std::function<std::unique_ptr<MatrixSet>(std::size_t rows, std::size_t cols, std::size_t copies)> make;
     MatmulOptions options;
 };
 
+BenchEntry registered(const std::string& name) {
+    return {name, [name](std::size_t r, std::size_t c, std::size_t n) { return std::make_unique<RegistrySet>(name, r, c, n); }, {}};
+}
+
 template <QuantScheme S>
-SchemeEntry entry(std::string name, MatmulOptions opt = {}, std::size_t ocols = 0, double sparse = 0.0) {
+BenchEntry entry(std::string name, MatmulOptions opt = {}, std::size_t ocols = 0, double sparse = 0.0) {
     return {std::move(name),
             [=](std::size_t r, std::size_t c, std::size_t n) { return std::make_unique<QuantizedSet<S>>(r, c, n, ocols, sparse); },
             opt};
@@ -137,7 +164,7 @@ SetCache& cache() {
     return c;
 }
 
-MatrixSet& get_set(const SchemeEntry& e, std::size_t rows, std::size_t cols) {
+MatrixSet& get_set(const BenchEntry& e, std::size_t rows, std::size_t cols) {
     const std::string key = e.name + "/" + std::to_string(rows) + "x" + std::to_string(cols);
     auto& c = cache();
     if (c.key != key) {
@@ -151,7 +178,7 @@ MatrixSet& get_set(const SchemeEntry& e, std::size_t rows, std::size_t cols) {
     return *c.set;
 }
 
-void run(benchmark::State& state, const SchemeEntry& e, std::size_t rows, std::size_t cols, std::size_t batch,
+void run(benchmark::State& state, const BenchEntry& e, std::size_t rows, std::size_t cols, std::size_t batch,
          bool cold, int threads) {
     MatrixSet& set = get_set(e, rows, cols);
     qsafe::set_num_threads(threads);
@@ -175,37 +202,28 @@ void run(benchmark::State& state, const SchemeEntry& e, std::size_t rows, std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-    using Int2G32A = Scheme<Bits<2>, GroupSize<32>, Asymmetric>;
-    using Int3G128A = Scheme<Bits<3>, GroupSize<128>, Asymmetric>;
-    using Int4G32S = Scheme<Bits<4>, GroupSize<32>, Symmetric>;
     using Int4G128A = Scheme<Bits<4>, GroupSize<128>, Asymmetric>;
-    using Int8PcS = Scheme<Bits<8>, PerChannel, Symmetric>;
-    using Nf4G64 = Scheme<Bits<4>, GroupSize<64>, Symmetric, Nf4>;
-    using Fp4G64 = Scheme<Bits<4>, GroupSize<64>, Symmetric, Fp4E2M1>;
-    using Cb4G128 = Scheme<Bits<4>, GroupSize<128>, Symmetric, LearnedCodebook<>>;
-    using Int4G128AOcol = Scheme<Bits<4>, GroupSize<128>, Asymmetric, UniformGrid, OutlierColumns<128>>;
-    using Int3G128ASparse = Scheme<Bits<3>, GroupSize<128>, Asymmetric, UniformGrid, SparseOutliers<5000>>;
-    const MatmulOptions fp32{ActivationPrecision::fp32};
-
-    static const std::vector<SchemeEntry> schemes = {
-        entry<Int2G32A>("int2-g32-asym"),
-        entry<Int3G128A>("int3-g128-asym"),
-        entry<Int4G32S>("int4-g32-sym"),
-        entry<Int4G128A>("int4-g128-asym"),
-        entry<Int4G128A>("int4-g128-asym-fp32act", fp32),
-        entry<Int8PcS>("int8-pc-sym"),
-        entry<Nf4G64>("nf4-g64"),
-        entry<Fp4G64>("fp4-g64"),
-        entry<Cb4G128>("cb4-g128"),
-        entry<Int4G128AOcol>("int4-g128-asym+ocol128", {}, 128),
-        entry<Int3G128ASparse>("int3-g128-asym+sparse0.5%", {}, 0, 0.005),
+    // The main schemes by their registered names (registry/builtin_schemes.hpp), plus the exact fp32
+    // activation path of one of them and the fp32 Eigen baseline.
+    static const std::vector<BenchEntry> schemes = {
+        registered("int2-g32-asym"),
+        registered("int3-g128-asym"),
+        registered("int4-g32-sym"),
+        registered("int4-g128-asym"),
+        entry<Int4G128A>("int4-g128-asym-fp32act", MatmulOptions{ActivationPrecision::fp32}),
+        registered("int8-pc-sym"),
+        registered("nf4-g64"),
+        registered("fp4-g64"),
+        registered("cb4-g128"),
+        registered("int4-g128-asym+ocol128"),
+        registered("int3-g128-asym+sparse0.5%"),
         {"eigen-fp32", [](std::size_t r, std::size_t c, std::size_t n) { return std::make_unique<EigenSet>(r, c, n); }, {}},
     };
     struct Shape {
         std::size_t rows, cols;
     };
     const Shape shapes[] = {{4096, 4096}, {4096, 14336}, {14336, 4096}, {576, 1536}, {1536, 576}};
-    for (const SchemeEntry& e : schemes)
+    for (const BenchEntry& e : schemes)
         for (const Shape s : shapes)
             for (bool cold : {true, false})
                 for (std::size_t batch : {1u, 8u, 32u})
