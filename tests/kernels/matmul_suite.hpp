@@ -82,8 +82,9 @@ void check_products(const QuantizedMatrix<S>& w, const RowMatrixF& x) {
 
 TEST_CASE_TEMPLATE_DEFINE("gemv/gemm match the reference and dequantize()+Eigen", S, matmul_conformance) {
     std::mt19937 rng(20240611u + static_cast<unsigned>(S::bits));
-    // Tails everywhere: 1 row, 1 column, cols not a multiple of 16 / 32 / the group, rows not a multiple of 4.
-    const TestShape shapes[] = {{1, 1}, {1, 16}, {3, 17}, {5, 48}, {9, 100}, {13, 257}, {1, 300}, {6, 528}, {38, 160}};
+    // Tails everywhere: 1 row, K = 1 (one column), cols not a multiple of 16 / 32 / the group, rows not a
+    // multiple of the row tiles (4 and 2).
+    const TestShape shapes[] = {{1, 1}, {6, 1}, {1, 16}, {3, 17}, {5, 48}, {9, 100}, {13, 257}, {1, 300}, {6, 528}, {38, 160}};
     for (const TestShape shape : shapes) {
         CAPTURE(shape.rows);
         CAPTURE(shape.cols);
