@@ -31,6 +31,13 @@ inline constexpr double fp32_tolerance = 1e-5;
 inline constexpr double int8_tolerance = 1e-2;
 inline constexpr Eigen::Index int8_min_outputs = 64;
 
+/// The fp32 Eigen oracle carries its own rounding (unvectorised in Debug builds), so a single small output
+/// with cancellation can differ from the double reference by more than 1e-5 relative; comparisons with it
+/// accept either the relative bound or the same bound relative to |x| |W|^T.
+inline bool close_to_fp32_oracle(const RowMatrixF& y, const RowMatrixF& y_eigen, const RowMatrixF& y_abs, double tol) {
+    return relative_error(y, y_eigen) <= tol || (y - y_eigen).norm() <= tol * y_abs.norm();
+}
+
 template <class Arch, QuantScheme S>
 double tolerance_for(ActivationPrecision p) {
     return kernels::kernel_path<Arch, S>(p) == kernels::KernelPath::int8_chunks ? int8_tolerance : fp32_tolerance;
@@ -53,7 +60,7 @@ void check_products_on(const QuantizedMatrix<S>& w, const RowMatrixF& x, const R
             CHECK((y - y_ref).norm() <= tol * y_abs.norm());
         } else {
             CHECK(relative_error(y, y_ref) <= tol);
-            CHECK(relative_error(y, y_eigen) <= tol + 1e-6);
+            CHECK(close_to_fp32_oracle(y, y_eigen, y_abs, tol + 1e-6));
         }
         if (x.rows() == 1) {
             RowMatrixF yv = RowMatrixF::Constant(1, static_cast<Eigen::Index>(w.rows), -7.0f);
@@ -72,7 +79,7 @@ void check_products(const QuantizedMatrix<S>& w, const RowMatrixF& x) {
     const RowMatrixF w_dense = w.dequantize();
     const RowMatrixF y_eigen = x * w_dense.transpose();
     const RowMatrixF y_abs = x.cwiseAbs() * w_dense.cwiseAbs().transpose();  // |x| |W|^T: scale of the terms
-    CHECK(relative_error(y_eigen, y_ref) <= 1e-5);  // the two oracles agree
+    CHECK(close_to_fp32_oracle(y_ref, y_eigen, y_abs, 1e-5));  // the two oracles agree
     check_products_on<xsimd::default_arch>(w, x, y_ref, y_eigen, y_abs);
 #if XSIMD_WITH_SSE4_2
     if constexpr (!std::is_same_v<xsimd::default_arch, xsimd::sse4_2>)
