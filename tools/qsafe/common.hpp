@@ -17,12 +17,17 @@ struct ModelOptions {
     std::string rules = "*=fp32";
     std::string chat_template;
     int threads = 0;
+    std::string activations = "fp32";
 
     void add_to(CLI::App& cmd) {
         cmd.add_option("-m,--model", model, "GGUF file, Hugging Face folder, or 'smollm2' (default model)")->capture_default_str();
         cmd.add_option("-r,--rules", rules, "per-tensor schemes, e.g. '*=int4-g128-asym,output=int8-pc-sym'")->capture_default_str();
         cmd.add_option("--chat-template", chat_template, "chat format override: chatml, llama2, mistral, llama3");
         cmd.add_option("-t,--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
+        cmd.add_option("--activations", activations,
+                       "activations of quantized products: fp32 (exact) or int8 (per-32 blocks, as llama.cpp; faster)")
+            ->check(CLI::IsMember({"fp32", "int8", "auto"}))
+            ->capture_default_str();
     }
 };
 
