@@ -1,0 +1,84 @@
+// Prefill and decode speed of SmolLM2-135M-Instruct (the default model, fetched by scripts/fetch_model.sh)
+// under several schemes, with 1 and 2 threads. Reports tokens/s (items/s). Skips when the model is absent.
+//   bench_decode --benchmark_filter=decode   (QSAFE_MODEL or QSAFE_CACHE_DIR select the model file)
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "qsafe/model/model_loader.hpp"
+
+namespace {
+
+const char* const schemes[] = {"fp32", "int8-pc-sym", "int4-g128-asym", "int2-g32-asym"};
+
+qsafe::LoadedModel* model_for(const std::string& scheme) {
+    static std::map<std::string, std::unique_ptr<qsafe::LoadedModel>> cache;
+    auto& slot = cache[scheme];
+    if (!slot && std::filesystem::exists(qsafe::default_model_path())) {
+        qsafe::LoadOptions lo;
+        lo.build_linear = qsafe::rtn_builder(qsafe::SchemeRules::parse("*=" + scheme));
+        slot = std::make_unique<qsafe::LoadedModel>(qsafe::load_model(qsafe::default_model_path(), lo));
+    }
+    return slot.get();
+}
+
+void set_mode(benchmark::State& state) {
+    qsafe::set_num_threads(static_cast<int>(state.range(1)));
+    qsafe::set_activation_precision(state.range(2) ? qsafe::ActivationPrecision::automatic : qsafe::ActivationPrecision::fp32);
+    state.SetLabel(std::string(schemes[state.range(0)]) + (state.range(2) ? " int8-act" : " fp32-act"));
+}
+
+/// One 128-token prompt through an empty cache (GEMM kernels).
+void bm_prefill(benchmark::State& state) {
+    qsafe::LoadedModel* m = model_for(schemes[state.range(0)]);
+    if (!m) return state.SkipWithError("model not found; run scripts/fetch_model.sh");
+    set_mode(state);
+    std::vector<std::int32_t> prompt(128);
+    for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<std::int32_t>(100 + 37 * i % 20000);
+    for (auto _ : state) {
+        qsafe::KvCache cache = m->model.new_cache();
+        benchmark::DoNotOptimize(m->model.forward_sequence(cache, prompt));
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(prompt.size()));
+}
+
+/// Decoding 32 tokens after a 64-token prompt, one sequence (GEMV kernels).
+void bm_decode(benchmark::State& state) {
+    qsafe::LoadedModel* m = model_for(schemes[state.range(0)]);
+    if (!m) return state.SkipWithError("model not found; run scripts/fetch_model.sh");
+    set_mode(state);
+    std::vector<std::int32_t> prompt(64, 504);
+    for (auto _ : state) {
+        state.PauseTiming();
+        qsafe::KvCache cache = m->model.new_cache();
+        m->model.forward_sequence(cache, prompt);
+        state.ResumeTiming();
+        std::int32_t t = 504;
+        for (int i = 0; i < 32; ++i) {
+            const std::int32_t one[] = {t};
+            const qsafe::RowMatrixF logits = m->model.forward_sequence(cache, one);
+            t = static_cast<std::int32_t>(i % 2 == 0 ? 330 : 1100);
+            benchmark::DoNotOptimize(logits.data());
+        }
+    }
+    state.SetItemsProcessed(state.iterations() * 32);
+}
+
+void args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"scheme", "threads", "int8act"});
+    for (int s = 0; s < 4; ++s)
+        for (int t : {1, 2})
+            for (int a : {0, 1})
+                if (s > 0 || a == 0) b->Args({s, t, a});
+    b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK(bm_prefill)->Apply(args);
+BENCHMARK(bm_decode)->Apply(args);
+BENCHMARK_MAIN();
