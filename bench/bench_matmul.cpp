@@ -23,7 +23,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/kernels/matmul.hpp"
 #include "qsafe/policy/scheme.hpp"
-#include "qsafe/registry/builtin_schemes.hpp"
+#include "qsafe/registry/scheme_registry.hpp"  // built-in schemes: linked in via qsafe_builtin_schemes
 
 namespace {
 
@@ -116,7 +116,8 @@ struct EigenSet final : MatrixSet {
 };
 
 /// A scheme looked up by its registered name: RTN-quantized once from random fp32 weights, then loaded back
-/// from the serialized bytes for every copy; products go through QuantizedLinear (automatic precision).
+/// from the serialized bytes for every copy; products go through QuantizedLinear with the entry's activation
+/// precision (automatic unless stated: the int8 kernel for uniform grids, fp32 for codebooks).
 struct RegistrySet final : MatrixSet {
     std::vector<std::unique_ptr<QuantizedLinear>> layers;
     RegistrySet(const std::string& name, std::size_t rows, std::size_t cols, std::size_t n_copies) {
@@ -183,6 +184,7 @@ void run(benchmark::State& state, const BenchEntry& e, std::size_t rows, std::si
     MatrixSet& set = get_set(e, rows, cols);
     qsafe::set_num_threads(threads);
     Eigen::setNbThreads(threads);
+    qsafe::set_activation_precision(e.options.activations);  // what QuantizedLinear passes to the kernels
     RowMatrixF x = RowMatrixF::Random(static_cast<Eigen::Index>(batch), static_cast<Eigen::Index>(cols));
     RowMatrixF y(static_cast<Eigen::Index>(batch), static_cast<Eigen::Index>(rows));
     const std::size_t copies = cold ? set.copies() : 1;
