@@ -82,8 +82,12 @@ concept QuantScheme = detail::SchemeShape<S> && BitWidth<typename S::bits_policy
 /// A readable description of a scheme's policies, for logs and test names, e.g. "int4-g128-asym-f16".
 template <QuantScheme S>
 std::string describe_scheme() {
+    // "int4", "cb4" / "cb4pg" (learned per tensor / per group), or a table's name with its width ("nf4:4b").
     std::string s = S::codebook::name;
+    if constexpr (S::table) s += ":";
     s += std::to_string(S::bits);
+    if constexpr (S::table) s += "b";
+    if constexpr (S::learned && detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group) s += "pg";
     s += S::per_channel ? "-pc" : "-g" + std::to_string(S::group_size);
     s += S::asymmetric ? "-asym" : "-sym";
     s += "-";
