@@ -38,7 +38,7 @@ done
 
 if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
   echo "== AddressSanitizer + UBSan build and tests" >&2
-  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQSAFE_SANITIZE=ON \
+  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Release -DQSAFE_SANITIZE=ON \
         -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
   cmake --build build/asan -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
