@@ -775,6 +775,7 @@ def make_perplexity(model_path: str, gen: dict[str, Any], wikitext: str, bos_var
     out: dict[str, Any] = {
         "format": "qsafe.perplexity.v1",
         "generator": {**gen, "settings": {**gen["settings"], "n_threads": threads, "ppl_worker_processes": workers,
+                                          "logits_all": False, "logits_requested": "positions >= n_ctx/2 only",
                                           "n_ctx": n_ctx, "n_batch": n_ctx, "n_ubatch": n_ctx}},
         "dataset": {
             "path": "/work/shared/datasets/wikitext2/test.txt",
