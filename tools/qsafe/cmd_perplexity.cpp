@@ -46,7 +46,8 @@ void add_perplexity_command(CLI::App& app) {
     cmd->add_option("--json", json_out, "also write the results as JSON");
     cmd->callback([] {
         const std::string path = text_path.empty() ? default_text_path() : text_path;
-        const std::string text = read_file(path);
+        std::string text = read_file(path);
+        if (!text.empty() && text.back() == '\n') text.pop_back();  // llama.cpp drops one trailing newline too
         auto m = load_with_rules(model);
         const auto t0 = std::chrono::steady_clock::now();
         const auto tokens = m.tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
