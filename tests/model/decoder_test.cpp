@@ -57,7 +57,7 @@ TEST_CASE("tiny Llama: GGUF and safetensors loaders agree with each other and wi
     }
 }
 
-TEST_CASE("tiny Llama: incremental decoding, batched decoding and prefill agree; results do not depend on threads") {
+TEST_CASE("tiny Llama: incremental decoding, batched decoding and prefill agree, and results do not depend on threads") {
     const tiny::TinyLlama t(11);
     const auto dir = temp_dir("batch");
     t.write_gguf(dir / "tiny.gguf");
@@ -108,7 +108,7 @@ TEST_CASE("tiny Llama: incremental decoding, batched decoding and prefill agree;
     std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("tiny Llama: scheme rules put each tensor under its scheme; quantized logits stay close to fp32") {
+TEST_CASE("tiny Llama: scheme rules put each tensor under its scheme, and quantized logits stay close to fp32") {
     const tiny::TinyLlama t(13);
     const auto dir = temp_dir("rules");
     t.write_gguf(dir / "tiny.gguf");
@@ -136,7 +136,7 @@ TEST_CASE("scheme rules: globs, last match wins, bare names match the last part"
     CHECK_THROWS_AS(SchemeRules::parse("output="), config_error);
 }
 
-TEST_CASE("sampler: greedy is argmax; sampling is deterministic for a seed and respects top-k / top-p") {
+TEST_CASE("sampler: greedy is argmax, sampling is deterministic for a seed and respects top-k / top-p") {
     std::vector<float> logits = {0.1f, 2.0f, 1.9f, -1.0f, 0.5f};
     CHECK(Sampler({}).sample(logits) == 1);
     SamplingOptions hot{.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 42};

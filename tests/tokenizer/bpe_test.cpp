@@ -34,7 +34,7 @@ TEST_CASE("byte-level BPE: equal ranks merge leftmost first, merged symbols merg
     CHECK(t.decode(t.encode("hello")) == "hello");
 }
 
-TEST_CASE("byte-level BPE: spaces and control bytes use the GPT-2 alphabet; words do not merge across the split") {
+TEST_CASE("byte-level BPE: spaces and control bytes use the GPT-2 alphabet, and words do not merge across the split") {
     const Tokenizer t(byte_level_spec({{"\xC4\xA0", "a"}, {"a", "\xC4\xA0"}}));  // "Ġa", "aĠ"
     CHECK(byte_alphabet().text(' ') == "\xC4\xA0");                              // Ġ
     CHECK(byte_alphabet().text('\n') == "\xC4\x8A");                             // Ċ
@@ -103,7 +103,7 @@ TEST_CASE("BOS / EOS: model flags by default, overridable per call") {
         [] { Tokenizer(byte_level_spec({})).encode("a", {.add_bos = true}); }, {"bos_token_id"});
 }
 
-TEST_CASE("end of generation: EOS plus turn-end tokens found by text; EOT defaults to <|im_end|>") {
+TEST_CASE("end of generation: EOS plus turn-end tokens found by text, and EOT defaults to <|im_end|>") {
     auto spec = byte_level_spec({}, {{"<|endoftext|>", TokenType::control}, {"<|im_end|>", TokenType::control}});
     spec.eos_id = 256;
     const Tokenizer t(spec);
