@@ -1,3 +1,8 @@
+# The AVX-512 executable is compile coverage on AVX2-only hosts; the sanitizer build skips it (its test cases
+# cannot run here, and the Release build already compiles it).
+if(QSAFE_SANITIZE)
+    return()
+endif()
 # AVX-512 build of the kernels. The kernels are instantiated for xsimd::avx512bw in one translation unit
 # compiled with -mavx512f -mavx512bw -mavx512vl (+ cd, dq: xsimd 8.1 chains avx512bw on them), which lives in its own executable: inline functions (std,
 # Eigen, doctest) compiled there must not be picked by the linker for code that runs on AVX2-only CPUs.
