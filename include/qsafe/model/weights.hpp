@@ -64,6 +64,8 @@ class TensorSource {
     virtual RowMatrixF matrix(const std::string& name, std::size_t rows, std::size_t cols) const = 0;
     virtual VectorF vector(const std::string& name, std::size_t n) const = 0;
     virtual std::string describe() const = 0;
+    /// A linear layer the source already holds in quantized form (a qsafe quantized model file), or null.
+    virtual std::unique_ptr<QuantizedLinear> stored_linear(const std::string& /*name*/) const { return nullptr; }
 };
 
 /// Builds the layer for one linear tensor (name in GGUF convention, e.g. "blk.3.attn_q.weight").
@@ -98,6 +100,19 @@ class GgufTensorSource final : public TensorSource {
         return Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
     }
     std::string describe() const override { return file_.path().string(); }
+    std::unique_ptr<QuantizedLinear> stored_linear(const std::string& name) const override {
+        const auto scheme = file_.get_optional<std::string>("qsafe.tensor." + name + ".scheme");
+        if (!scheme) return nullptr;
+        const auto& t = file_.tensor(name);
+        if (t.type != GgmlType::I8 || t.dims.size() != 1)
+            throw format_error(describe() + ": tensor '" + name + "' is marked as qsafe scheme '" + *scheme +
+                               "' but is not a 1-D I8 tensor");
+        try {
+            return deserialize_by_name(*scheme, file_.tensor_bytes(t));
+        } catch (const error& e) {
+            throw format_error(describe() + ": tensor '" + name + "': " + e.what());
+        }
+    }
 
   private:
     static std::string shape(const gguf::TensorInfo& t) {
@@ -188,19 +203,29 @@ inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSo
     w.config = config;
     const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
     w.token_embedding = source.matrix("token_embd.weight", config.vocab_size, d);
+    auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) -> std::unique_ptr<QuantizedLinear> {
+        if (auto stored = source.stored_linear(name)) {
+            if (stored->rows() != rows || stored->cols() != cols)
+                throw format_error(source.describe() + ": tensor '" + name + "' holds a " + std::to_string(stored->rows()) + "x" +
+                                   std::to_string(stored->cols()) + " layer, expected " + std::to_string(rows) + "x" +
+                                   std::to_string(cols));
+            return stored;
+        }
+        return build(name, source.matrix(name, rows, cols));
+    };
     w.layers.resize(config.n_layers);
     for (std::size_t i = 0; i < config.n_layers; ++i) {
         const std::string p = "blk." + std::to_string(i) + ".";
         auto& l = w.layers[i];
         l.attn_norm = source.vector(p + "attn_norm.weight", d);
         l.ffn_norm = source.vector(p + "ffn_norm.weight", d);
-        l.wq = build(p + "attn_q.weight", source.matrix(p + "attn_q.weight", q_dim, d));
-        l.wk = build(p + "attn_k.weight", source.matrix(p + "attn_k.weight", kv_dim, d));
-        l.wv = build(p + "attn_v.weight", source.matrix(p + "attn_v.weight", kv_dim, d));
-        l.wo = build(p + "attn_output.weight", source.matrix(p + "attn_output.weight", d, q_dim));
-        l.w_gate = build(p + "ffn_gate.weight", source.matrix(p + "ffn_gate.weight", config.d_ff, d));
-        l.w_up = build(p + "ffn_up.weight", source.matrix(p + "ffn_up.weight", config.d_ff, d));
-        l.w_down = build(p + "ffn_down.weight", source.matrix(p + "ffn_down.weight", d, config.d_ff));
+        l.wq = linear(p + "attn_q.weight", q_dim, d);
+        l.wk = linear(p + "attn_k.weight", kv_dim, d);
+        l.wv = linear(p + "attn_v.weight", kv_dim, d);
+        l.wo = linear(p + "attn_output.weight", d, q_dim);
+        l.w_gate = linear(p + "ffn_gate.weight", config.d_ff, d);
+        l.w_up = linear(p + "ffn_up.weight", config.d_ff, d);
+        l.w_down = linear(p + "ffn_down.weight", d, config.d_ff);
         if (config.qkv_bias) {
             l.bq = source.vector(p + "attn_q.bias", q_dim);
             l.bk = source.vector(p + "attn_k.bias", kv_dim);
@@ -209,7 +234,10 @@ inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSo
     }
     w.output_norm = source.vector("output_norm.weight", d);
     const bool tied = config.tied_embeddings || !source.has("output.weight");
-    w.output = build("output.weight", tied ? w.token_embedding : source.matrix("output.weight", config.vocab_size, d));
+    if (auto stored = source.has("output.weight") ? source.stored_linear("output.weight") : nullptr)
+        w.output = std::move(stored);
+    else
+        w.output = build("output.weight", tied ? w.token_embedding : source.matrix("output.weight", config.vocab_size, d));
     if (source.has("rope_freqs.weight")) {
         const VectorF f = source.vector("rope_freqs.weight", config.rope_dim / 2);
         w.rope_freq_factors.assign(f.data(), f.data() + f.size());

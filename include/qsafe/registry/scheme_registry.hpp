@@ -20,6 +20,7 @@
 #include "qsafe/core/error.hpp"
 #include "qsafe/formats/matrix_serialization.hpp"
 #include "qsafe/policy/scheme.hpp"
+#include "qsafe/quant/gptq.hpp"
 #include "qsafe/quant/quantize_options.hpp"
 #include "qsafe/quant/rtn.hpp"
 #include "qsafe/registry/quantized_linear.hpp"
@@ -38,6 +39,10 @@ struct SchemeEntry {
         storage_bytes;
     std::function<std::unique_ptr<QuantizedLinear>(ConstMatrixView, const QuantizeOptions&, const std::string& name)> quantize_rtn;
     std::function<std::unique_ptr<QuantizedLinear>(std::span<const std::byte>, const std::string& name)> deserialize;
+    /// GPTQ with the layer's calibration Hessian; empty for schemes GPTQ cannot drive (the caller reports it).
+    std::function<std::unique_ptr<QuantizedLinear>(ConstMatrixView, const Eigen::MatrixXf& hessian, const GptqOptions&,
+                                                   const QuantizeOptions&, const std::string& name)>
+        quantize_gptq;
 };
 
 /// A scheme name resolved against the registry: the entry plus the amounts parsed from the name.
@@ -135,6 +140,10 @@ void register_scheme(std::string name, SchemeRegistry& registry = scheme_registr
     };
     e.deserialize = [](std::span<const std::byte> bytes, const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
         return std::make_unique<QuantizedLinearOf<S>>(deserialize_quantized_matrix<S>(bytes, "scheme " + full_name), full_name);
+    };
+    e.quantize_gptq = [](ConstMatrixView w, const Eigen::MatrixXf& h, const GptqOptions& g, const QuantizeOptions& opt,
+                         const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
+        return std::make_unique<QuantizedLinearOf<S>>(quantize_gptq<S>(w, h, g, opt), full_name);
     };
     registry.add(std::move(e));
 }

@@ -1,0 +1,136 @@
+#pragma once
+// Post-training quantization of a whole model: every linear layer of a full-precision LlamaWeights is
+// replaced by its quantized form under per-tensor scheme rules and one method:
+//   rtn   round-to-nearest (clip search and calibration importance mean x^2 when statistics are given)
+//   gptq  GPTQ with the layer's calibration Hessian (quant/gptq.hpp)
+//   awq   AWQ scales searched and folded (ptq/awq.hpp), then RTN with clip search and importance
+//   quik  GPTQ with the K input channels of largest calibration max|x| kept in fp16 (the scheme's "+ocol"
+//         variant; "+ocol" is appended when the rule's scheme has none)
+// Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry,
+// which uses the importance vector for its weighted fitting.
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qsafe/calib/calibration_stats.hpp"
+#include "qsafe/model/scheme_rules.hpp"
+#include "qsafe/model/weights.hpp"
+#include "qsafe/ptq/awq.hpp"
+#include "qsafe/registry/scheme_registry.hpp"
+
+namespace qsafe {
+
+enum class PtqMethod { rtn, gptq, awq, quik };
+
+inline PtqMethod parse_ptq_method(std::string_view name) {
+    if (name == "rtn") return PtqMethod::rtn;
+    if (name == "gptq") return PtqMethod::gptq;
+    if (name == "awq") return PtqMethod::awq;
+    if (name == "quik") return PtqMethod::quik;
+    throw config_error("unknown quantization method '" + std::string(name) + "' (known: rtn, gptq, awq, quik)");
+}
+inline const char* ptq_method_name(PtqMethod m) {
+    switch (m) {
+        case PtqMethod::rtn: return "rtn";
+        case PtqMethod::gptq: return "gptq";
+        case PtqMethod::awq: return "awq";
+        case PtqMethod::quik: return "quik";
+    }
+    return "rtn";
+}
+inline bool ptq_method_needs_calibration(PtqMethod m) { return m != PtqMethod::rtn; }
+
+struct PtqOptions {
+    SchemeRules rules = SchemeRules::parse("*=fp32");
+    PtqMethod method = PtqMethod::rtn;
+    QuantizeOptions base = {};  // clip search etc. (AWQ turns clip search on)
+    GptqOptions gptq = {};
+    AwqOptions awq = {};
+    /// RTN: weight the error by the calibration importance mean x^2 when statistics are given.
+    bool use_importance = true;
+    /// Called after each layer: (tensor, scheme, layers done, layers total, seconds for this layer).
+    std::function<void(const std::string&, const std::string&, std::size_t, std::size_t, double)> progress = {};
+};
+
+struct PtqLayerReport {
+    std::string tensor, scheme;
+    double seconds = 0.0;
+};
+
+namespace detail {
+inline std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> linear_layers(LlamaWeights& w) {
+    std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> out;
+    for (std::size_t l = 0; l < w.layers.size(); ++l) {
+        auto& L = w.layers[l];
+        const std::string p = "blk." + std::to_string(l) + ".";
+        out.emplace_back(p + "attn_q.weight", &L.wq);
+        out.emplace_back(p + "attn_k.weight", &L.wk);
+        out.emplace_back(p + "attn_v.weight", &L.wv);
+        out.emplace_back(p + "attn_output.weight", &L.wo);
+        out.emplace_back(p + "ffn_gate.weight", &L.w_gate);
+        out.emplace_back(p + "ffn_up.weight", &L.w_up);
+        out.emplace_back(p + "ffn_down.weight", &L.w_down);
+    }
+    out.emplace_back("output.weight", &w.output);
+    return out;
+}
+
+inline std::string with_outlier_columns(const std::string& scheme) {
+    if (scheme == "fp32" || scheme.find("+ocol") != std::string::npos) return scheme;
+    if (scheme.find('+') != std::string::npos)
+        throw config_error("QUIK: scheme '" + scheme + "' already has another outlier policy");
+    return scheme + "+ocol";
+}
+}  // namespace detail
+
+/// Quantizes every linear layer of `w` (fp32 on entry) in place. `stats` is required by gptq, awq and quik;
+/// AWQ transforms it to the scaled inputs.
+inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationStats* stats, const PtqOptions& opt) {
+    if (ptq_method_needs_calibration(opt.method) && !stats)
+        throw config_error(std::string("method '") + ptq_method_name(opt.method) + "' needs calibration statistics");
+    QuantizeOptions base = opt.base;
+    if (opt.method == PtqMethod::awq) {
+        apply_awq(w, *stats, opt.rules, opt.awq, base);
+        base.clip_search = true;
+    }
+    auto layers = detail::linear_layers(w);
+    std::vector<PtqLayerReport> report;
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const auto& [name, layer] = layers[i];
+        const auto start = std::chrono::steady_clock::now();
+        std::string scheme = opt.rules.scheme_for(name);
+        if (opt.method == PtqMethod::quik) scheme = detail::with_outlier_columns(scheme);
+        const RowMatrixF weights = (*layer)->dequantize();
+        QuantizeOptions o = base;
+        o.tensor_name = name;
+        const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
+        VectorF importance, column_scores;
+        if (st && st->tokens > 0 && opt.use_importance) {
+            importance = st->mean_sq();
+            o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
+        }
+        if (st && st->tokens > 0) {
+            column_scores = st->max_abs;
+            o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
+        }
+        const ResolvedScheme resolved = resolve_scheme(scheme);
+        const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
+        if (gptq) {
+            if (!resolved.entry->quantize_gptq)
+                throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");
+            const LinearInputStats& s = stats->require(name);
+            *layer = resolved.entry->quantize_gptq(weights, s.hessian, opt.gptq, resolved.apply(o), resolved.full_name);
+        } else {
+            *layer = resolved.entry->quantize_rtn(weights, resolved.apply(o), resolved.full_name);
+        }
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        report.push_back({name, resolved.full_name, seconds});
+        if (opt.progress) opt.progress(name, resolved.full_name, i + 1, layers.size(), seconds);
+    }
+    return report;
+}
+
+}  // namespace qsafe
