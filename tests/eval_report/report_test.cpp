@@ -77,13 +77,14 @@ TEST_CASE("report files are byte-identical whatever order the records were journ
 
     REQUIRE(files.plots.size() == 2);
     CHECK(files.plots[0].filename() == "report-advbench.svg");
-    for (const auto& [a, b] : {std::pair{files.json, again.json}, std::pair{files.markdown, again.markdown},
-                               std::pair{files.csv, again.csv}, std::pair{files.plots[0], again.plots[0]},
-                               std::pair{files.plots[1], again.plots[1]}}) {
-        CAPTURE(a.filename().string());
-        const auto text = read_text(a);
+    for (const auto& pair : {std::pair{files.json, again.json}, std::pair{files.markdown, again.markdown},
+                             std::pair{files.csv, again.csv}, std::pair{files.plots[0], again.plots[0]},
+                             std::pair{files.plots[1], again.plots[1]}}) {
+        const auto name = pair.first.filename().string();
+        CAPTURE(name);
+        const auto text = read_text(pair.first);
         CHECK_FALSE(text.empty());
-        CHECK(text == read_text(b));
+        CHECK(text == read_text(pair.second));
     }
     CHECK_FALSE(contains(read_text(files.json), "seconds"));
     // Nothing but the report files is left behind (no temporary files).

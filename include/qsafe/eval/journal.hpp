@@ -7,7 +7,6 @@
 // before the end) is reported with the file and line number instead of being skipped, because silently
 // dropping results would bias the rates computed from the journal.
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,7 +15,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <string>
 #include <string_view>
