@@ -193,6 +193,19 @@ TEST_CASE("journal resume starts a missing or header-less journal") {
                          qsafe::format_error);
 }
 
+TEST_CASE("journal cannot be opened twice at once") {
+    const auto path = eval_scratch_file("locked.jsonl");
+    {
+        auto first = Journal::open(path, sample_config(), JournalMode::start_new);
+        CHECK_THROWS_WITH_AS(Journal::open(path, sample_config(), JournalMode::resume),
+                             doctest::Contains("in use by another run"), qsafe::io_error);
+        first.append(sample_records()[0]);
+    }
+    // Closing the first releases the lock.
+    auto again = Journal::open(path, sample_config(), JournalMode::resume);
+    CHECK(again.records().size() == 1);
+}
+
 TEST_CASE("journal refuses a second result for the same prompt") {
     const auto path = eval_scratch_file("duplicate.jsonl");
     auto journal = Journal::open(path, sample_config(), JournalMode::start_new);

@@ -7,6 +7,8 @@
 // before the end) is reported with the file and line number instead of being skipped, because silently
 // dropping results would bias the rates computed from the journal.
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -227,14 +229,19 @@ public:
         journal.path_ = path;
         journal.config_ = config;
         const std::string name = path.string();
-        std::error_code ec;
-        const bool exists = std::filesystem::exists(path, ec);
-        const auto size = exists ? std::filesystem::file_size(path, ec) : std::uintmax_t{0};
-        if (ec) throw io_error(name + ": cannot inspect: " + ec.message());
+        // Open (creating if needed) and lock before reading: two runs appending to one journal would
+        // interleave their lines. Opening for append changes nothing in an existing file.
+        journal.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (journal.fd_ < 0) throw io_error(name + ": cannot open for writing: " + std::strerror(errno));
+        if (::flock(journal.fd_, LOCK_EX | LOCK_NB) != 0)
+            throw io_error(name + ": the journal is in use by another run (" + std::strerror(errno) + ")");
+        struct stat status {};
+        if (::fstat(journal.fd_, &status) != 0) throw io_error(name + ": cannot inspect: " + std::strerror(errno));
+        const auto size = static_cast<std::uint64_t>(status.st_size);
 
         JournalContents contents;
         bool has_header = false;
-        if (exists && size > 0) {
+        if (size > 0) {
             if (mode == JournalMode::start_new)
                 throw config_error(name + " already holds results (" + std::to_string(size) +
                                    " bytes): pass --resume to continue it, or delete it to start over");
@@ -247,8 +254,6 @@ public:
             }
         }
 
-        journal.fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (journal.fd_ < 0) throw io_error(name + ": cannot open for writing: " + std::strerror(errno));
         if (!has_header) {
             // Nothing usable yet (new file, empty file, or only a torn header): start from an empty file.
             if (::ftruncate(journal.fd_, 0) != 0) throw io_error(name + ": cannot truncate: " + std::strerror(errno));
