@@ -75,24 +75,47 @@ struct RowFilter {
     std::vector<std::string> allowed;
 };
 
+/// Which columns hold what. Built with the named steps, e.g.
+/// ColumnMap::prompt_column("goal").with_id("BehaviorID").with_category("SemanticCategory").expecting(Expected::harmful).
 struct ColumnMap {
     std::string prompt;
-    std::string id;        // empty: the 1-based row number (after filtering: of the file) becomes the id
+    std::string id;        // empty: the 1-based data row number of the file becomes the id
     std::string category;  // empty: no category
     std::string context;   // optional: text placed before the prompt, "context\n\n---\n\nprompt" (HarmBench)
     std::variant<Expected, ExpectedFromColumn> expected = Expected::unspecified;
     std::vector<RowFilter> filters;
+
+    static ColumnMap prompt_column(std::string column) {
+        ColumnMap m;
+        m.prompt = std::move(column);
+        return m;
+    }
+    ColumnMap with_id(std::string column) const { return changed([&](ColumnMap& m) { m.id = std::move(column); }); }
+    ColumnMap with_category(std::string column) const { return changed([&](ColumnMap& m) { m.category = std::move(column); }); }
+    ColumnMap with_context(std::string column) const { return changed([&](ColumnMap& m) { m.context = std::move(column); }); }
+    ColumnMap expecting(Expected fixed) const { return changed([&](ColumnMap& m) { m.expected = fixed; }); }
+    ColumnMap expecting(ExpectedFromColumn from) const { return changed([&](ColumnMap& m) { m.expected = std::move(from); }); }
+    ColumnMap keeping(RowFilter filter) const { return changed([&](ColumnMap& m) { m.filters.push_back(std::move(filter)); }); }
+
+  private:
+    template <class Change>
+    ColumnMap changed(Change change) const {
+        ColumnMap m = *this;
+        change(m);
+        return m;
+    }
 };
 
-namespace detail {
-
-/// One file's rows reduced to named string fields, whatever the format, so the mapping code is shared.
-struct RawRecords {
+/// A table file's records reduced to named string fields, whatever the format (CSV, JSONL), with the line
+/// each starts on; JSON values that are not strings are kept as their JSON text.
+struct TableRecords {
     std::string source;
-    std::vector<std::string> columns;  // the names present (CSV: header; JSON: union of keys)
+    std::vector<std::string> columns;  // the names present (CSV: header; JSON: union of keys, first-seen order)
     std::vector<std::map<std::string, std::string, std::less<>>> rows;
     std::vector<std::size_t> lines;
 };
+
+namespace detail {
 
 inline std::string json_field_text(const nlohmann::json& v) {
     if (v.is_string()) return v.get<std::string>();
@@ -100,8 +123,10 @@ inline std::string json_field_text(const nlohmann::json& v) {
     return v.dump();
 }
 
-inline RawRecords raw_from_csv(const CsvTable& t) {
-    RawRecords raw{t.source, t.header, {}, t.row_lines};
+}  // namespace detail
+
+inline TableRecords records_from_csv(const CsvTable& t) {
+    TableRecords raw{t.source, t.header, {}, t.row_lines};
     for (const auto& row : t.rows) {
         auto& out = raw.rows.emplace_back();
         for (std::size_t c = 0; c < t.header.size(); ++c) out.emplace(t.header[c], row[c]);
@@ -109,13 +134,13 @@ inline RawRecords raw_from_csv(const CsvTable& t) {
     return raw;
 }
 
-inline RawRecords raw_from_json(const std::vector<JsonRecord>& records, const std::string& source) {
-    RawRecords raw{source, {}, {}, {}};
+inline TableRecords records_from_json(const std::vector<JsonRecord>& records, const std::string& source) {
+    TableRecords raw{source, {}, {}, {}};
     std::set<std::string> seen;
     for (const auto& r : records) {
         auto& out = raw.rows.emplace_back();
         for (const auto& [key, value] : r.value.items()) {
-            out.emplace(key, json_field_text(value));
+            out.emplace(key, detail::json_field_text(value));
             if (seen.insert(key).second) raw.columns.push_back(key);
         }
         raw.lines.push_back(r.line);
@@ -123,7 +148,15 @@ inline RawRecords raw_from_json(const std::vector<JsonRecord>& records, const st
     return raw;
 }
 
-inline void require_column(const RawRecords& raw, const std::string& column, std::string_view role) {
+/// A CSV or JSON Lines file (by extension: .jsonl / .ndjson are JSON Lines, anything else CSV).
+inline TableRecords read_table_records(const std::filesystem::path& path) {
+    const std::string ext = path.extension().string();
+    if (ext == ".jsonl" || ext == ".ndjson") return records_from_json(read_jsonl(path), path.string());
+    return records_from_csv(read_csv(path));
+}
+
+/// Throws format_error "<file>: no column '<name>' (wanted as the <role> column; columns: ...)".
+inline void require_column(const TableRecords& raw, const std::string& column, std::string_view role) {
     for (const auto& c : raw.columns)
         if (c == column) return;
     std::string known;
@@ -131,7 +164,9 @@ inline void require_column(const RawRecords& raw, const std::string& column, std
     throw format_error(raw.source + ": no column '" + column + "' (wanted as the " + std::string(role) + " column; columns: " + known + ")");
 }
 
-inline PromptDataset map_rows(std::string name, const RawRecords& raw, const ColumnMap& map) {
+namespace detail {
+
+inline PromptDataset map_rows(std::string name, const TableRecords& raw, const ColumnMap& map) {
     require_column(raw, map.prompt, "prompt");
     if (!map.id.empty()) require_column(raw, map.id, "id");
     if (!map.category.empty()) require_column(raw, map.category, "category");
@@ -187,19 +222,19 @@ inline PromptDataset map_rows(std::string name, const RawRecords& raw, const Col
 
 inline PromptDataset load_csv_dataset(const std::filesystem::path& path, const ColumnMap& columns, std::string name = {}) {
     if (name.empty()) name = path.stem().string();
-    return detail::map_rows(std::move(name), detail::raw_from_csv(read_csv(path)), columns);
+    return detail::map_rows(std::move(name), records_from_csv(read_csv(path)), columns);
 }
 
 inline PromptDataset load_jsonl_dataset(const std::filesystem::path& path, const ColumnMap& columns, std::string name = {}) {
     if (name.empty()) name = path.stem().string();
-    return detail::map_rows(std::move(name), detail::raw_from_json(read_jsonl(path), path.string()), columns);
+    return detail::map_rows(std::move(name), records_from_json(read_jsonl(path), path.string()), columns);
 }
 
 /// The records of the JSON array at `pointer` inside one JSON document (e.g. "/jailbreaks").
 inline PromptDataset load_json_array_dataset(const std::filesystem::path& path, const std::string& pointer,
                                              const ColumnMap& columns, std::string name = {}) {
     if (name.empty()) name = path.stem().string();
-    return detail::map_rows(std::move(name), detail::raw_from_json(read_json_array(path, pointer), path.string()), columns);
+    return detail::map_rows(std::move(name), records_from_json(read_json_array(path, pointer), path.string()), columns);
 }
 
 }  // namespace qsafe::eval

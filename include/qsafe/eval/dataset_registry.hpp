@@ -43,41 +43,38 @@ struct DatasetSchema {
 inline const std::vector<DatasetSchema>& dataset_schemas() {
     static const std::vector<DatasetSchema> schemas = [] {
         const auto harmbench = [](std::string name, std::string file, std::size_t rows) {
-            ColumnMap m{.prompt = "Behavior",
-                        .id = "BehaviorID",
-                        .category = "SemanticCategory",
-                        .context = "ContextString",
-                        .expected = Expected::harmful,
-                        .filters = {{"FunctionalCategory", {"standard", "contextual"}}}};
+            const ColumnMap m = ColumnMap::prompt_column("Behavior")
+                                    .with_id("BehaviorID")
+                                    .with_category("SemanticCategory")
+                                    .with_context("ContextString")
+                                    .expecting(Expected::harmful)
+                                    .keeping({"FunctionalCategory", {"standard", "contextual"}});
             return DatasetSchema{std::move(name), "HarmBench text behaviours, standard + contextual (" + file + ")",
-                                 false, "harmbench/" + file, DatasetFormat::csv, "", std::move(m), rows};
+                                 false, "harmbench/" + file, DatasetFormat::csv, "", m, rows};
         };
         std::vector<DatasetSchema> s;
         s.push_back({"default", "qsafe's own harmful and look-alike benign prompts", true, "default_safety_prompts.csv",
                      DatasetFormat::csv, "",
-                     ColumnMap{.prompt = "prompt",
-                               .id = "id",
-                               .category = "category",
-                               .expected = ExpectedFromColumn{"expected", {{"harmful", Expected::harmful}, {"benign", Expected::benign}}}},
+                     ColumnMap::prompt_column("prompt").with_id("id").with_category("category").expecting(
+                         ExpectedFromColumn{"expected", {{"harmful", Expected::harmful}, {"benign", Expected::benign}}}),
                      120});
         s.push_back({"advbench", "AdvBench harmful behaviours", false, "advbench/harmful_behaviors.csv", DatasetFormat::csv, "",
-                     ColumnMap{.prompt = "goal", .expected = Expected::harmful}, 520});
+                     ColumnMap::prompt_column("goal").expecting(Expected::harmful), 520});
         s.push_back(harmbench("harmbench", "harmbench_behaviors_text_all.csv", 300));
         s.push_back(harmbench("harmbench-test", "harmbench_behaviors_text_test.csv", 240));
         s.push_back(harmbench("harmbench-val", "harmbench_behaviors_text_val.csv", 60));
         s.push_back({"xstest", "XSTest v2: 250 safe look-alike prompts (benign) + 200 unsafe contrast prompts (harmful)", false,
                      "xstest/xstest_prompts.csv", DatasetFormat::csv, "",
-                     ColumnMap{.prompt = "prompt",
-                               .id = "id",
-                               .category = "type",
-                               .expected = ExpectedFromColumn{"label", {{"safe", Expected::benign}, {"unsafe", Expected::harmful}}}},
+                     ColumnMap::prompt_column("prompt").with_id("id").with_category("type").expecting(
+                         ExpectedFromColumn{"label", {{"safe", Expected::benign}, {"unsafe", Expected::harmful}}}),
                      450});
         s.push_back({"jailbreakbench", "JailbreakBench JBB-Behaviors, the 100 harmful behaviours", false,
                      "jailbreakbench/PAIR_black_box_llama-2-7b-chat-hf.json", DatasetFormat::json_array, "/jailbreaks",
-                     ColumnMap{.prompt = "goal", .id = "index", .category = "category", .expected = Expected::harmful}, 100});
+                     ColumnMap::prompt_column("goal").with_id("index").with_category("category").expecting(Expected::harmful), 100});
         s.push_back({"opensafetymini", "OpenSafetyMini open-ended safety questions (evaluation use only)", false,
                      "opensafetymini/OpenSafetyMini.csv", DatasetFormat::csv, "",
-                     ColumnMap{.prompt = "prompt", .id = "prompt_id", .category = "scenario", .expected = Expected::harmful}, 1067});
+                     ColumnMap::prompt_column("prompt").with_id("prompt_id").with_category("scenario").expecting(Expected::harmful),
+                     1067});
         return s;
     }();
     return schemas;
