@@ -1,0 +1,70 @@
+#pragma once
+// Vector-quantized layers behind the QuantizedLinear interface, and their registration by name:
+//   vq2-d4    sub-vectors of 4 columns, one 256-entry fp16 codebook per matrix   (8 bits / 4 weights)
+//   vq2-d8x2  sub-vectors of 8 columns, two additive 256-entry codebooks        (16 bits / 8 weights)
+// both with fp16 row and column scales; bits per weight = 2 + the scales and codebooks (counted).
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qsafe/formats/vq_matrix.hpp"
+#include "qsafe/kernels/vq_matmul.hpp"
+#include "qsafe/quant/vector_quant.hpp"
+#include "qsafe/registry/quantized_linear.hpp"
+#include "qsafe/registry/scheme_registry.hpp"
+
+namespace qsafe {
+
+/// A layer stored as a VqMatrix; products by table lookup (gemv, small batches) or decoded row tiles.
+class VectorQuantizedLinear final : public QuantizedLinear {
+  public:
+    VectorQuantizedLinear(VqMatrix matrix, std::string scheme_name) : matrix_(std::move(matrix)), name_(std::move(scheme_name)) {}
+
+    const VqMatrix& matrix() const noexcept { return matrix_; }
+    const std::string& scheme_name() const noexcept override { return name_; }
+    std::size_t rows() const noexcept override { return matrix_.rows; }
+    std::size_t cols() const noexcept override { return matrix_.cols; }
+    std::size_t storage_bytes() const noexcept override { return matrix_.storage_bytes(); }
+    void gemv(std::span<const float> x, std::span<float> y) const override { vq_gemv(matrix_, x, y); }
+    void gemm(ConstMatrixView x, MatrixView y) const override { vq_gemm(matrix_, x, y); }
+    RowMatrixF dequantize() const override { return matrix_.dequantize(); }
+    std::vector<std::byte> serialize() const override { return qsafe::serialize(matrix_); }
+
+    static std::unique_ptr<VectorQuantizedLinear> deserialize(std::span<const std::byte> bytes, std::string name, VqShape shape) {
+        return std::make_unique<VectorQuantizedLinear>(deserialize_vq_matrix(bytes, "scheme " + name, &shape), std::move(name));
+    }
+
+  private:
+    VqMatrix matrix_;
+    std::string name_;
+};
+
+/// Registers a VQ scheme under `name` with the given quantizer configuration.
+inline void register_vector_scheme(std::string name, std::string description, VqConfig config,
+                                   SchemeRegistry& registry = scheme_registry()) {
+    SchemeEntry e;
+    e.name = std::move(name);
+    e.description = std::move(description);
+    e.bits = static_cast<int>(8 * config.shape.books / config.shape.dim);
+    e.storage_bytes = [shape = config.shape](std::size_t rows, std::size_t cols, std::size_t, double) {
+        return vq_storage_bytes(rows, cols, shape);
+    };
+    e.quantize_rtn = [config](ConstMatrixView w, const QuantizeOptions& opt, const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
+        return std::make_unique<VectorQuantizedLinear>(quantize_vq(w, config, opt), full_name);
+    };
+    e.deserialize = [shape = config.shape](std::span<const std::byte> bytes, const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
+        return VectorQuantizedLinear::deserialize(bytes, full_name, shape);
+    };
+    registry.add(std::move(e));
+}
+
+inline void register_vector_schemes(SchemeRegistry& registry = scheme_registry()) {
+    register_vector_scheme("vq2-d4", "vq d4 1x256 fp16 codebook, fp16 row+column scales", VqConfig{VqShape{4, 1}}, registry);
+    register_vector_scheme("vq2-d8x2", "vq d8 2x256 additive fp16 codebooks, fp16 row+column scales", VqConfig{VqShape{8, 2}},
+                           registry);
+}
+
+}  // namespace qsafe
