@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "qsafe/registry/scheme_registry.hpp"
+#include "qsafe/registry/vector_schemes.hpp"
 
 namespace qsafe {
 
@@ -83,6 +84,7 @@ inline void register_builtin_schemes(SchemeRegistry& r = scheme_registry()) {
     register_scheme<WithSparse<Int3G128, 5000>>("int3-g128-asym+sparse", r);
     register_scheme<WithSparse<Int2G32, 5000>>("int2-g32-asym+sparse", r);
     register_scheme<WithSparse<Int2G64, 5000>>("int2-g64-asym+sparse", r);
+    register_vector_schemes(r);  // vq2-d4, vq2-d8x2
 }
 
 namespace detail {
