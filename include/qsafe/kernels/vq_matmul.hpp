@@ -6,17 +6,21 @@
 // for every sub-vector position j and codebook m a table T[j][m][c] = <codebook_m[c], x'[j*dim, +dim)> of
 // 256 dot products is built, and y_r = row_scale_r * sum_{j,m} T[j][m][code(r, j, m)] in the order j, m.
 // A tile's codes for one (j, m) are 8 consecutive bytes, so on AVX2 one byte load feeds one 8-lane gather
-// and each lane accumulates one row. Dense path (larger batches): a tile of rows is decoded once to fp32
-// and multiplied with every activation vector by FMA, which beats per-vector table lookups once the
-// decoding is shared (see bench/bench_vq.cpp and docs/vector-quantization.md).
+// and each lane accumulates one row (or 8 scalar loads do, which is faster on Zen 3). Tables are visited in
+// blocks of vq_block_steps so the block stays in cache while every tile of a thread reads it. Dense path
+// (larger batches): a tile of rows is decoded once to fp32 and multiplied with every activation vector by
+// FMA, which beats per-vector lookups once the decoding is shared (bench/bench_vq.cpp,
+// docs/vector-quantization.md).
 // Rows are split over threads in whole 8-row tiles; each output is computed by one thread with the same
 // instructions whatever the thread count, so results are bit-identical for any number of threads.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include <xsimd/xsimd.hpp>
 
@@ -33,11 +37,14 @@
 
 namespace qsafe {
 
-/// How a VQ product is computed. `automatic` picks lookups below vq_dense_min_batch vectors, dense above.
+/// How a VQ product is computed. `automatic` picks scalar lookups below vq_dense_min_batch vectors and the
+/// dense path from there on: on the AMD EPYC (Zen 3) development machine scalar table loads beat AVX2
+/// gathers by 10-30 %, and the decoded-tile FMA overtakes per-vector lookups at about 8 vectors
+/// (docs/vector-quantization.md has the measurements).
 enum class VqPath { automatic, gather, scalar_lookup, dense };
 
-/// Smallest batch for which the dense path is used by `automatic` (measured on AVX2, bench_vq).
-inline constexpr std::size_t vq_dense_min_batch = 4;
+/// Smallest batch for which the dense path is used by `automatic` (measured with bench_vq).
+inline constexpr std::size_t vq_dense_min_batch = 8;
 
 namespace kernels {
 
@@ -94,17 +101,22 @@ void build_vq_tables(const VqMatrix& w, const VqDecodedBooks& books, const float
 template <class Arch>
 inline constexpr bool vq_has_gather = XSIMD_WITH_AVX2 && std::is_base_of_v<xsimd::avx2, Arch>;
 
-/// Sums of table entries for the 8 rows of `tile`, lane i = row tile*8 + i, in the order j, m.
+/// Table steps (position x book) per pass over a thread's tiles: 32 tables of 1 KiB per vector stay in
+/// L1/L2 while every tile reads them, instead of each tile walking all tables (1 MiB at 4096 columns, d=4).
+inline constexpr std::size_t vq_block_steps = 32;
+
+/// Adds the table entries of steps [k_begin, k_end) to the running sums of the 8 rows of `tile` (lane i =
+/// row tile*8 + i). The sums continue across blocks, so the order is j, m whatever the blocking.
 template <class Arch>
-void lookup_tile_gather(const VqMatrix& w, std::size_t tile, const float* tables, float* sums) noexcept {
+void lookup_tile_gather(const VqMatrix& w, std::size_t tile, const float* tables, std::size_t k_begin, std::size_t k_end,
+                        float* sums) noexcept {
 #if XSIMD_WITH_AVX2
     if constexpr (vq_has_gather<Arch>) {
         using fb = xsimd::batch<float, xsimd::avx2>;
         using ib = xsimd::batch<std::int32_t, xsimd::avx2>;
-        const std::size_t steps = w.positions() * w.shape.books;
-        const std::uint8_t* codes = w.codes.data() + tile * steps * vq_row_tile;
-        fb acc(0.0f);
-        for (std::size_t k = 0; k < steps; ++k) {
+        const std::uint8_t* codes = w.codes.data() + tile * w.positions() * w.shape.books * vq_row_tile;
+        fb acc = fb::load_unaligned(sums);
+        for (std::size_t k = k_begin; k < k_end; ++k) {
             const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k * vq_row_tile));
             const ib index(_mm256_cvtepu8_epi32(bytes));
             acc += fb::gather(tables + k * vq_codebook_entries, index);
@@ -113,15 +125,16 @@ void lookup_tile_gather(const VqMatrix& w, std::size_t tile, const float* tables
         return;
     }
 #endif
-    (void)w, (void)tile, (void)tables, (void)sums;
+    (void)w, (void)tile, (void)tables, (void)k_begin, (void)k_end, (void)sums;
 }
 
 /// The same sums with scalar loads (any arch; also measured against the gather on AVX2).
-inline void lookup_tile_scalar(const VqMatrix& w, std::size_t tile, const float* tables, float* sums) noexcept {
-    const std::size_t steps = w.positions() * w.shape.books;
-    const std::uint8_t* codes = w.codes.data() + tile * steps * vq_row_tile;
-    float acc[vq_row_tile] = {};
-    for (std::size_t k = 0; k < steps; ++k) {
+inline void lookup_tile_scalar(const VqMatrix& w, std::size_t tile, const float* tables, std::size_t k_begin, std::size_t k_end,
+                               float* sums) noexcept {
+    const std::uint8_t* codes = w.codes.data() + tile * w.positions() * w.shape.books * vq_row_tile;
+    float acc[vq_row_tile];
+    std::copy(sums, sums + vq_row_tile, acc);
+    for (std::size_t k = k_begin; k < k_end; ++k) {
         const float* table = tables + k * vq_codebook_entries;
         const std::uint8_t* c = codes + k * vq_row_tile;
         for (std::size_t i = 0; i < vq_row_tile; ++i) acc[i] += table[c[i]];
@@ -131,41 +144,80 @@ inline void lookup_tile_scalar(const VqMatrix& w, std::size_t tile, const float*
 
 template <class Arch>
 void lookup_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, bool gather) {
-    const std::size_t pc = w.padded_cols();
-    const std::size_t table_floats = w.positions() * w.shape.books * vq_codebook_entries;
+    const std::size_t pc = w.padded_cols(), batch = x.rows;
+    const std::size_t steps = w.positions() * w.shape.books;
+    const std::size_t table_floats = steps * vq_codebook_entries;
     const VqDecodedBooks books = decode_books(w);
     const aligned_vector<float> xs = scaled_activations(w, x);
-    aligned_vector<float> tables(x.rows * table_floats);
+    aligned_vector<float> tables(batch * table_floats);
     // Each table is written by one thread; its arithmetic does not depend on the split.
-    parallel_for(x.rows, [&](std::size_t n) { build_vq_tables<Arch>(w, books, xs.data() + n * pc, tables.data() + n * table_floats); });
+    parallel_for(batch, [&](std::size_t n) { build_vq_tables<Arch>(w, books, xs.data() + n * pc, tables.data() + n * table_floats); });
     parallel_for_ranges(w.tiles(), 1, [&](std::size_t t_begin, std::size_t t_end) {
-        float sums[vq_row_tile];
+        // Running sums: tile x vector x 8 lanes.
+        std::vector<float> sums((t_end - t_begin) * batch * vq_row_tile, 0.0f);
+        for (std::size_t k0 = 0; k0 < steps; k0 += vq_block_steps) {
+            const std::size_t k1 = std::min(k0 + vq_block_steps, steps);
+            for (std::size_t tile = t_begin; tile < t_end; ++tile)
+                for (std::size_t n = 0; n < batch; ++n) {
+                    float* s = sums.data() + ((tile - t_begin) * batch + n) * vq_row_tile;
+                    const float* tables_n = tables.data() + n * table_floats;
+                    if (gather && vq_has_gather<Arch>) lookup_tile_gather<Arch>(w, tile, tables_n, k0, k1, s);
+                    else lookup_tile_scalar(w, tile, tables_n, k0, k1, s);
+                }
+        }
         for (std::size_t tile = t_begin; tile < t_end; ++tile) {
             const std::size_t r0 = tile * vq_row_tile, nr = std::min(vq_row_tile, w.rows - r0);
-            for (std::size_t n = 0; n < x.rows; ++n) {
-                const float* tables_n = tables.data() + n * table_floats;
-                if (gather && vq_has_gather<Arch>) lookup_tile_gather<Arch>(w, tile, tables_n, sums);
-                else lookup_tile_scalar(w, tile, tables_n, sums);
-                for (std::size_t i = 0; i < nr; ++i) y(n, r0 + i) = to_float(w.row_scales[r0 + i]) * sums[i];
+            for (std::size_t n = 0; n < batch; ++n) {
+                const float* s = sums.data() + ((tile - t_begin) * batch + n) * vq_row_tile;
+                for (std::size_t i = 0; i < nr; ++i) y(n, r0 + i) = to_float(w.row_scales[r0 + i]) * s[i];
             }
         }
     });
 }
 
-/// Decodes the tile's rows (codeword sums, books in order) into 8 rows of `out_stride` floats.
-inline void decode_tile(const VqMatrix& w, const VqDecodedBooks& books, std::size_t tile, float* out, std::size_t out_stride) noexcept {
-    const std::size_t d = w.shape.dim, nb = w.shape.books, positions = w.positions();
+/// Decodes the tile's rows (codeword sums, books in order) into 8 rows of `out_stride` floats. D is the
+/// sub-vector length when known at compile time (0: read it from w), so the common d = 4, 8 copies unroll.
+template <std::size_t D>
+void decode_tile_as(const VqMatrix& w, const VqDecodedBooks& books, std::size_t tile, float* out, std::size_t out_stride) noexcept {
+    const std::size_t d = D == 0 ? w.shape.dim : D, nb = w.shape.books, positions = w.positions();
     const std::uint8_t* codes = w.codes.data() + tile * positions * nb * vq_row_tile;
-    for (std::size_t j = 0; j < positions; ++j)
-        for (std::size_t i = 0; i < vq_row_tile; ++i) {
-            float* dst = out + i * out_stride + j * d;
-            const float* first = books.entry_major.data() + codes[(j * nb) * vq_row_tile + i] * d;
-            std::copy(first, first + d, dst);
-            for (std::size_t m = 1; m < nb; ++m) {
-                const float* cw = books.entry_major.data() + (m * vq_codebook_entries + codes[(j * nb + m) * vq_row_tile + i]) * d;
-                for (std::size_t t = 0; t < d; ++t) dst[t] += cw[t];
+    const float* entries = books.entry_major.data();
+    // Row by row: writing the 8 rows in turn would hit one cache set (rows are 4 KiB multiples apart).
+    for (std::size_t i = 0; i < vq_row_tile; ++i) {
+        float* row = out + i * out_stride;
+        for (std::size_t j = 0; j < positions; ++j) {
+            const float* first = entries + static_cast<std::size_t>(codes[(j * nb) * vq_row_tile + i]) * d;
+            if constexpr (D != 0) {
+                // Fixed-length copies and adds on unaliased pointers compile to one or two vector moves.
+                float* __restrict dst = row + j * D;
+                if (nb == 1) {
+                    std::memcpy(dst, first, D * sizeof(float));
+                } else {
+                    const float* __restrict second = entries + (vq_codebook_entries + codes[(j * nb + 1) * vq_row_tile + i]) * D;
+                    for (std::size_t t = 0; t < D; ++t) dst[t] = first[t] + second[t];
+                    for (std::size_t m = 2; m < nb; ++m) {
+                        const float* __restrict cw = entries + (m * vq_codebook_entries + codes[(j * nb + m) * vq_row_tile + i]) * D;
+                        for (std::size_t t = 0; t < D; ++t) dst[t] += cw[t];
+                    }
+                }
+            } else {
+                float* dst = row + j * d;
+                for (std::size_t t = 0; t < d; ++t) dst[t] = first[t];
+                for (std::size_t m = 1; m < nb; ++m) {
+                    const float* cw = entries + (m * vq_codebook_entries + codes[(j * nb + m) * vq_row_tile + i]) * d;
+                    for (std::size_t t = 0; t < d; ++t) dst[t] += cw[t];
+                }
             }
         }
+    }
+}
+
+inline void decode_tile(const VqMatrix& w, const VqDecodedBooks& books, std::size_t tile, float* out, std::size_t out_stride) noexcept {
+    switch (w.shape.dim) {
+        case 4: decode_tile_as<4>(w, books, tile, out, out_stride); break;
+        case 8: decode_tile_as<8>(w, books, tile, out, out_stride); break;
+        default: decode_tile_as<0>(w, books, tile, out, out_stride); break;
+    }
 }
 
 /// Dot products of Rows decoded rows with Vecs scaled activation vectors of n floats (a multiple of the
@@ -231,7 +283,7 @@ void dense_product(const VqMatrix& w, ConstMatrixView x, MatrixView y) {
 template <class Arch>
 void run_vq_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, VqPath path) {
     if (x.rows == 0) return;
-    if (path == VqPath::automatic) path = x.rows >= vq_dense_min_batch ? VqPath::dense : VqPath::gather;
+    if (path == VqPath::automatic) path = x.rows >= vq_dense_min_batch ? VqPath::dense : VqPath::scalar_lookup;
     if (path == VqPath::dense) dense_product<Arch>(w, x, y);
     else lookup_product<Arch>(w, x, y, path == VqPath::gather);
 }
