@@ -91,7 +91,7 @@ TEST_CASE("VQ lookup kernels match the scalar reference and the dequantized prod
 TEST_CASE("VQ gemm equals gemv per vector on the lookup path and is close on the dense path") {
     const RowMatrixF w = test_data::gaussian(64, 96, 21);
     const VqMatrix q = quantize(w, d8x2);
-    for (const std::size_t batch : {std::size_t{2}, std::size_t{3}, vq_dense_min_batch, std::size_t{17}}) {
+    for (const std::size_t batch : {std::size_t{2}, std::size_t{3}, vq_dense_min_batch(2), std::size_t{17}}) {
         CAPTURE(batch);
         const RowMatrixF x = activations(batch, 96, 22);
         RowMatrixF y(static_cast<Eigen::Index>(batch), 64), per_vector(static_cast<Eigen::Index>(batch), 64);
@@ -101,7 +101,7 @@ TEST_CASE("VQ gemm equals gemv per vector on the lookup path and is close on the
             vq_gemv(q, std::span<const float>(x.row(static_cast<Eigen::Index>(n)).data(), 96), out);
             for (std::size_t r = 0; r < 64; ++r) per_vector(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(r)) = out[r];
         }
-        if (batch < vq_dense_min_batch) CHECK(y == per_vector);
+        if (batch < vq_dense_min_batch(2)) CHECK(y == per_vector);
         else check_close(q, x, y, per_vector);
     }
 }

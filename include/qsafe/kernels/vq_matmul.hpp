@@ -37,14 +37,14 @@
 
 namespace qsafe {
 
-/// How a VQ product is computed. `automatic` picks scalar lookups below vq_dense_min_batch vectors and the
-/// dense path from there on: on the AMD EPYC (Zen 3) development machine scalar table loads beat AVX2
-/// gathers by 10-30 %, and the decoded-tile FMA overtakes per-vector lookups at about 8 vectors
-/// (docs/vector-quantization.md has the measurements).
+/// How a VQ product is computed. `automatic` picks scalar lookups below vq_dense_min_batch(books) vectors and
+/// the dense path from there on: on the AMD EPYC (Zen 3) development machine scalar table loads beat AVX2
+/// gathers by 5-45 %, and decoding a tile once overtakes per-vector lookups at 2 vectors with one codebook
+/// and at 4 with two (decoding costs one codeword load per book; docs/vector-quantization.md).
 enum class VqPath { automatic, gather, scalar_lookup, dense };
 
-/// Smallest batch for which the dense path is used by `automatic` (measured with bench_vq).
-inline constexpr std::size_t vq_dense_min_batch = 8;
+/// Smallest batch for which `automatic` uses the dense path (measured with bench_vq).
+constexpr std::size_t vq_dense_min_batch(std::size_t books) noexcept { return 2 * books; }
 
 namespace kernels {
 
@@ -283,7 +283,7 @@ void dense_product(const VqMatrix& w, ConstMatrixView x, MatrixView y) {
 template <class Arch>
 void run_vq_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, VqPath path) {
     if (x.rows == 0) return;
-    if (path == VqPath::automatic) path = x.rows >= vq_dense_min_batch ? VqPath::dense : VqPath::scalar_lookup;
+    if (path == VqPath::automatic) path = x.rows >= vq_dense_min_batch(w.shape.books) ? VqPath::dense : VqPath::scalar_lookup;
     if (path == VqPath::dense) dense_product<Arch>(w, x, y);
     else lookup_product<Arch>(w, x, y, path == VqPath::gather);
 }
