@@ -143,7 +143,9 @@ class LlamaModel {
             layer.gemv({in.data(), layer.cols()}, {out.data(), layer.rows()});
             return;
         }
-        constexpr std::size_t chunk = 64;
+        // The quantized kernels take up to 64 activation rows at a time; dense fp32 layers take the whole
+        // batch in one Eigen product (far faster for prompt prefill and calibration).
+        const std::size_t chunk = dynamic_cast<const DenseLinear*>(&layer) ? rows : 64;
         for (std::size_t r = 0; r < rows; r += chunk) {
             const std::size_t m = std::min(chunk, rows - r);
             layer.gemm(ConstMatrixView(in.data() + r * layer.cols(), m, layer.cols()),
@@ -161,21 +163,21 @@ class LlamaModel {
             const KvCache& cache = *slots[t].cache;
             const float* qv = q.row(static_cast<Eigen::Index>(t)).data() + head * hd;
             thread_local std::vector<float> scores;
-            scores.resize(pos[t] + 1);
-            for (std::size_t j = 0; j <= pos[t]; ++j) {
-                const float* kv = cache.key(layer, j) + kv_head * hd;
-                float s = 0.0f;
-                for (std::size_t i = 0; i < hd; ++i) s += qv[i] * kv[i];
-                scores[j] = s * scale;
-            }
+            const std::size_t n = pos[t] + 1;
+            scores.resize(n);
+            // Keys and values of this KV head over positions [0, n): row j at stride kv_dim in the cache.
+            using Stride = Eigen::OuterStride<>;
+            using HeadRows = Eigen::Map<const RowMatrixF, 0, Stride>;
+            const auto kv_dim = static_cast<Eigen::Index>(c.n_kv_heads * hd);
+            const HeadRows keys(cache.key(layer, 0) + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
+            const HeadRows values(cache.value(layer, 0) + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
+            const Eigen::Map<const VectorF> query(qv, static_cast<Eigen::Index>(hd));
+            Eigen::Map<VectorF> score_vec(scores.data(), static_cast<Eigen::Index>(n));
+            score_vec.noalias() = keys * query;  // vectorized dot products (a scalar loop cannot be reassociated)
+            score_vec *= scale;
             ops::softmax(scores);
-            float* o = out.row(static_cast<Eigen::Index>(t)).data() + head * hd;
-            std::fill_n(o, hd, 0.0f);
-            for (std::size_t j = 0; j <= pos[t]; ++j) {
-                const float* vv = cache.value(layer, j) + kv_head * hd;
-                const float p = scores[j];
-                for (std::size_t i = 0; i < hd; ++i) o[i] += p * vv[i];
-            }
+            Eigen::Map<VectorF> o(out.row(static_cast<Eigen::Index>(t)).data() + head * hd, static_cast<Eigen::Index>(hd));
+            o.noalias() = values.transpose() * score_vec;
         });
     }
 
