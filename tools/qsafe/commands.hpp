@@ -9,5 +9,8 @@ void add_info_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_perplexity_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
+void add_compare_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 void add_judge_command(CLI::App& app);
 }  // namespace qsafe_cli

@@ -1,7 +1,13 @@
 #include "qsafe/common.hpp"
 
 #include <array>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <sstream>
+
+#include "qsafe/calib/collect.hpp"
 
 
 namespace qsafe_cli {
@@ -37,6 +43,103 @@ qsafe::LoadedModel load_with_rules(const ModelOptions& opt) {
     lo.build_linear = qsafe::rtn_builder(qsafe::SchemeRules::parse(opt.rules));
     lo.chat_template_override = opt.chat_template;
     return qsafe::load_model(resolve_model_path(opt.model), lo);
+}
+
+std::filesystem::path data_dir() {
+    if (const char* d = std::getenv("QSAFE_DATA_DIR"); d && *d) return d;
+    return std::filesystem::path(QSAFE_SOURCE_DIR) / ".." / "shared" / "datasets";
+}
+
+namespace {
+std::string read_text_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw qsafe::io_error(path.string() + ": cannot open");
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+}  // namespace
+
+std::string CalibrationOptions::describe() const {
+    return source + ":" + std::to_string(samples.samples) + "x" + std::to_string(samples.length) + ":seed=" +
+           std::to_string(samples.seed);
+}
+
+std::string format_duration(double seconds) {
+    const long s = static_cast<long>(seconds + 0.5);
+    char buf[32];
+    if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else if (s >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+    else std::snprintf(buf, sizeof buf, "%lds", s);
+    return buf;
+}
+
+qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
+    if (!opt.load_stats.empty()) {
+        auto stats = qsafe::CalibrationStats::load(opt.load_stats);
+        std::fprintf(stderr, "[calibration statistics from %s: %s]\n", opt.load_stats.c_str(), stats.description.c_str());
+        return stats;
+    }
+    std::vector<std::vector<std::int32_t>> samples;
+    if (opt.source.starts_with("prompts:")) {
+        const std::string path = opt.source.substr(8);
+        std::istringstream lines(read_text_file(path));
+        std::vector<std::string> prompts;
+        for (std::string line; std::getline(lines, line);)
+            if (!line.empty()) prompts.push_back(line);
+        samples = qsafe::prompt_samples(fp.tokenizer, fp.chat_template, prompts, opt.samples);
+    } else {
+        const std::filesystem::path path = opt.source == "wikitext2" ? data_dir() / "wikitext2" / "test.txt" : std::filesystem::path(opt.source);
+        std::string text = read_text_file(path);
+        const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
+        samples = qsafe::text_samples(tokens, opt.samples);
+    }
+    std::size_t total_tokens = 0;
+    for (const auto& s : samples) total_tokens += s.size();
+    const auto start = std::chrono::steady_clock::now();
+    qsafe::CollectOptions co;
+    co.progress = [&](std::size_t done, std::size_t total) {
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::fprintf(stderr, "\r[calibration %zu/%zu sequences, %s, ETA %s]   ", done, total, format_duration(el).c_str(),
+                     format_duration(el / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+    };
+    auto stats = qsafe::collect_calibration_stats(fp.model, samples, co);
+    stats.description = opt.describe();
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "\n[calibration: %zu sequences, %zu tokens in %.1fs]\n", samples.size(), total_tokens, el);
+    if (!opt.save_stats.empty()) stats.save(opt.save_stats);
+    return stats;
+}
+
+qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
+                                const qsafe::CalibrationStats* stats, const std::string& chat_template,
+                                const qsafe::GptqOptions& gptq) {
+    qsafe::LoadOptions lo;
+    lo.chat_template_override = chat_template;
+    if (!v.file.empty()) return qsafe::load_model(v.file, lo);
+    auto m = qsafe::load_model(model_path, lo);
+    if (v.is_reference()) return m;
+    qsafe::PtqOptions po;
+    po.rules = qsafe::SchemeRules::parse(v.rules);
+    po.method = v.method;
+    po.gptq = gptq;
+    const auto start = std::chrono::steady_clock::now();
+    po.progress = [&](const std::string& tensor, const std::string& scheme, std::size_t done, std::size_t total, double) {
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::fprintf(stderr, "\r[%s: %zu/%zu %s %s, %s, ETA %s]        ", v.name.c_str(), done, total, tensor.c_str(), scheme.c_str(),
+                     format_duration(el).c_str(), format_duration(el / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+    };
+    qsafe::CalibrationStats copy;
+    qsafe::CalibrationStats* use = nullptr;
+    if (stats) {
+        copy = *stats;  // AWQ rescales the statistics it is given
+        use = &copy;
+    }
+    qsafe::quantize_model(m.model.mutable_weights(), use, po);
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "\n[%s: quantized in %.1fs, %.3f bits per weight]\n", v.name.c_str(), el,
+                 m.model.weights().linear_bits_per_weight());
+    return m;
 }
 
 }  // namespace qsafe_cli

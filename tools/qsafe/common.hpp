@@ -8,7 +8,10 @@
 #include <CLI/CLI.hpp>
 
 #include "qsafe/core/parallel.hpp"
+#include "qsafe/calib/calibration_data.hpp"
+#include "qsafe/calib/calibration_stats.hpp"
 #include "qsafe/model/model_loader.hpp"
+#include "qsafe/ptq/variant.hpp"
 
 namespace qsafe_cli {
 
@@ -39,5 +42,39 @@ std::filesystem::path resolve_model_path(const std::string& model);
 
 /// Applies the thread setting and loads the model with RTN under the rules.
 qsafe::LoadedModel load_with_rules(const ModelOptions& opt);
+
+/// The shared datasets folder: $QSAFE_DATA_DIR, else ../shared/datasets beside the source tree.
+std::filesystem::path data_dir();
+
+/// Calibration options of `quantize`, `compare` and `eval`.
+struct CalibrationOptions {
+    std::string source = "wikitext2";  // "wikitext2", a .txt file, or "prompts:<file>" (one prompt per line)
+    qsafe::SampleOptions samples;
+    std::string load_stats, save_stats;
+
+    void add_to(CLI::App& cmd) {
+        cmd.add_option("--calib", source, "calibration data: wikitext2, a .txt file, or prompts:<file> (one chat prompt per line)")
+            ->capture_default_str();
+        cmd.add_option("--calib-samples", samples.samples, "calibration sequences")->capture_default_str();
+        cmd.add_option("--calib-len", samples.length, "tokens per calibration sequence")->capture_default_str();
+        cmd.add_option("--seed", samples.seed, "seed of the calibration sampling")->capture_default_str();
+        cmd.add_option("--load-stats", load_stats, "read calibration statistics from this file instead of collecting them");
+        cmd.add_option("--save-stats", save_stats, "write the collected calibration statistics to this file");
+    }
+    /// e.g. "wikitext2:128x512:seed=1"
+    std::string describe() const;
+};
+
+/// Collects (or loads) the calibration statistics of the full-precision model `fp`, printing progress.
+qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt);
+
+/// Loads a variant: a file as stored, or the model at `model_path` quantized on the fly (the statistics are
+/// needed by calibrated methods; AWQ works on a copy). Prints per-layer progress with an ETA.
+qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
+                                const qsafe::CalibrationStats* stats, const std::string& chat_template = {},
+                                const qsafe::GptqOptions& gptq = {});
+
+/// "1m23s" style durations for progress lines.
+std::string format_duration(double seconds);
 
 }  // namespace qsafe_cli

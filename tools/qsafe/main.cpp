@@ -15,6 +15,9 @@ int main(int argc, char** argv) {
     qsafe_cli::add_generate_command(app);
     qsafe_cli::add_chat_command(app);
     qsafe_cli::add_perplexity_command(app);
+    qsafe_cli::add_quantize_command(app);
+    qsafe_cli::add_compare_command(app);
+    qsafe_cli::add_eval_command(app);
     qsafe_cli::add_judge_command(app);
     try {
         app.parse(argc, argv);

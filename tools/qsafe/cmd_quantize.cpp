@@ -1,0 +1,60 @@
+// qsafe quantize: post-training quantization of a whole model (rtn, gptq, awq, quik) into a quantized
+// model file that every other command loads without re-quantizing.
+#include <chrono>
+#include <cstdio>
+
+#include "qsafe/commands.hpp"
+#include "qsafe/common.hpp"
+#include "qsafe/ptq/model_file.hpp"
+
+namespace qsafe_cli {
+
+void add_quantize_command(CLI::App& app) {
+    auto* cmd = app.add_subcommand("quantize", "Quantize a model (rtn, gptq, awq, quik) and write a quantized model file");
+    static ModelOptions model;
+    static CalibrationOptions calib;
+    static std::string method = "rtn", output;
+    static qsafe::GptqOptions gptq;
+    static bool no_output_default = false;
+    model.rules = "*=int4-g128-asym";
+    model.add_to(*cmd);
+    calib.add_to(*cmd);
+    cmd->add_option("--method", method, "rtn, gptq, awq or quik")->check(CLI::IsMember({"rtn", "gptq", "awq", "quik"}))->capture_default_str();
+    cmd->add_option("--damp", gptq.damp_fraction, "GPTQ: dampening as a fraction of the mean Hessian diagonal")->capture_default_str();
+    cmd->add_option("--block", gptq.block_size, "GPTQ: lazy-update block size")->capture_default_str();
+    cmd->add_flag("--act-order", gptq.act_order, "GPTQ: process columns by decreasing Hessian diagonal");
+    cmd->add_flag("--no-output-default", no_output_default,
+                  "do not keep the output layer at int8-g32-sym when the rules do not name it");
+    cmd->add_option("-o,--output", output, "quantized model file to write (.gguf)")->required();
+    cmd->callback([] {
+        const auto start = std::chrono::steady_clock::now();
+        if (model.threads > 0) qsafe::set_num_threads(model.threads);
+        const auto path = resolve_model_path(model.model);
+        if (std::filesystem::is_directory(path))
+            throw qsafe::config_error(path.string() + ": quantized files are written from GGUF models; convert the checkpoint first");
+        std::string rules = model.rules;
+        if (!no_output_default && rules.find("output") == std::string::npos)
+            rules += ",output=" + std::string(qsafe::default_output_scheme);
+        qsafe::VariantSpec v;
+        v.name = std::filesystem::path(output).stem().string();
+        v.rules = rules;
+        v.method = qsafe::parse_ptq_method(method);
+        qsafe::LoadOptions lo;
+        lo.chat_template_override = model.chat_template;
+        std::optional<qsafe::CalibrationStats> stats;
+        if (qsafe::ptq_method_needs_calibration(v.method)) {
+            auto fp = qsafe::load_model(path, lo);
+            stats = calibrate(fp, calib);
+        }
+        auto m = load_variant(path, v, stats ? &*stats : nullptr, model.chat_template, gptq);
+        const auto source = qsafe::gguf::File::open(path);
+        qsafe::save_quantized_model(output, source, m.model.weights(),
+                                    {method, rules, stats ? stats->description : std::string()});
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::printf("wrote %s: method %s, rules %s, %.3f bits per weight (linear layers), %.1f MB, total time %s\n", output.c_str(),
+                    method.c_str(), rules.c_str(), m.model.weights().linear_bits_per_weight(),
+                    static_cast<double>(std::filesystem::file_size(output)) / 1e6, format_duration(el).c_str());
+    });
+}
+
+}  // namespace qsafe_cli
