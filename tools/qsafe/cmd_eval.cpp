@@ -81,7 +81,7 @@ void add_eval_command(CLI::App& app) {
     cmd->add_option("--chat-template", a.chat_template, "chat format override");
     cmd->add_flag("--act-order", a.gptq.act_order, "GPTQ variants: act-order");
     a.calib.samples.samples = 32;
-    a.calib.add_to(*cmd);
+    a.calib.add_to(*cmd, false);
     cmd->callback([] {
         const auto t_start = std::chrono::steady_clock::now();
         if (a.threads > 0) qsafe::set_num_threads(a.threads);

@@ -52,12 +52,14 @@ struct CalibrationOptions {
     qsafe::SampleOptions samples;
     std::string load_stats, save_stats;
 
-    void add_to(CLI::App& cmd) {
+    /// `plain_seed`: also accept --seed (quantize, compare); eval uses --seed for its row sampling.
+    void add_to(CLI::App& cmd, bool plain_seed = true) {
         cmd.add_option("--calib", source, "calibration data: wikitext2, a .txt file, or prompts:<file> (one chat prompt per line)")
             ->capture_default_str();
         cmd.add_option("--calib-samples", samples.samples, "calibration sequences")->capture_default_str();
         cmd.add_option("--calib-len", samples.length, "tokens per calibration sequence")->capture_default_str();
-        cmd.add_option("--seed", samples.seed, "seed of the calibration sampling")->capture_default_str();
+        cmd.add_option(plain_seed ? "--seed,--calib-seed" : "--calib-seed", samples.seed, "seed of the calibration sampling")
+            ->capture_default_str();
         cmd.add_option("--load-stats", load_stats, "read calibration statistics from this file instead of collecting them");
         cmd.add_option("--save-stats", save_stats, "write the collected calibration statistics to this file");
     }
