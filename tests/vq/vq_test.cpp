@@ -146,7 +146,8 @@ TEST_CASE("VQ products and quantization are bit-identical for 1 and 2 threads") 
 TEST_CASE("VQ serialization round-trips bit-exactly and rejects corrupt or mismatched bytes") {
     const RowMatrixF w = test_data::gaussian(24, 40, 51);
     for (const char* name : {"vq2-d4", "vq2-d8x2"}) {
-        CAPTURE(name);
+        const std::string scheme = name;
+        CAPTURE(scheme);
         const auto layer = quantize_by_name(name, w);
         const std::vector<std::byte> bytes = layer->serialize();
         const auto loaded = deserialize_by_name(name, bytes);
@@ -165,17 +166,23 @@ TEST_CASE("VQ serialization round-trips bit-exactly and rejects corrupt or misma
 }
 
 TEST_CASE("VQ bits per weight equal a hand count of every stored byte") {
-    const RowMatrixF w = test_data::gaussian(20, 60, 61);  // 3 row tiles (4 padding rows), 15 / 8 positions
+    // 3 row tiles (4 padding rows), 15 / 8 positions; 0.5 % of 1200 weights = 6 corrections of 2 + 2 bytes
+    // plus 21 row pointers of 4 bytes.
+    const RowMatrixF w = test_data::gaussian(20, 60, 61);
+    const std::size_t outliers = 21 * 4 + 6 * 4;
     const VqMatrix a = quantize(w, d4);
-    CHECK(a.storage_bytes() == 24 * 15 + (20 + 60) * 2 + 256 * 4 * 2);
+    CHECK(a.outlier_col.size() == 6);
+    CHECK(a.storage_bytes() == 24 * 15 + (20 + 60) * 2 + 256 * 4 * 2 + outliers);
     const VqMatrix b = quantize(w, d8x2);
-    CHECK(b.storage_bytes() == 24 * 8 * 2 + (20 + 60) * 2 + 2 * 256 * 8 * 2);
-    CHECK(b.bits_per_weight() == doctest::Approx(8.0 * (24 * 8 * 2 + 160 + 8192) / 1200.0));
+    CHECK(b.storage_bytes() == 24 * 8 * 2 + (20 + 60) * 2 + 2 * 256 * 8 * 2 + outliers);
+    CHECK(b.bits_per_weight() == doctest::Approx(8.0 * (24 * 8 * 2 + 160 + 8192 + outliers) / 1200.0));
+    CHECK(a.storage_bytes() == vq_storage_bytes(20, 60, d4, 0.005));
 
     const auto all = list_schemes();
     const double n = 4096.0 * 4096.0;
-    for (const auto& [name, bytes] : {std::pair<std::string, double>{"vq2-d4", n / 4 + 8192 * 2 + 256 * 4 * 2},
-                                      std::pair<std::string, double>{"vq2-d8x2", n / 4 + 8192 * 2 + 2 * 256 * 8 * 2}}) {
+    const double corrections = 4097 * 4 + 83886 * 4;  // round(0.005 * 4096^2) = 83886
+    for (const auto& [name, bytes] : {std::pair<std::string, double>{"vq2-d4", n / 4 + 8192 * 2 + 256 * 4 * 2 + corrections},
+                                      std::pair<std::string, double>{"vq2-d8x2", n / 4 + 8192 * 2 + 2 * 256 * 8 * 2 + corrections}}) {
         bool found = false;
         for (const auto& s : all)
             if (s.name == name) {
@@ -187,11 +194,13 @@ TEST_CASE("VQ bits per weight equal a hand count of every stored byte") {
 }
 
 TEST_CASE("VQ at about 2 bits per weight beats RTN int2-g32-asym on Gaussian rows") {
-    const RowMatrixF w = test_data::gaussian(256, 512, 71, 0.02f);
+    // 512 x 512: the 8 KiB of vq2-d8x2 codebooks cost 0.25 bpw here (0.5 at 256 x 512).
+    const RowMatrixF w = test_data::gaussian(512, 512, 71, 0.02f);
     const auto rtn = quantize_by_name("int2-g32-asym", w);
     const double rtn_mse = (w - rtn->dequantize()).squaredNorm() / static_cast<double>(w.size());
     for (const char* name : {"vq2-d4", "vq2-d8x2"}) {
-        CAPTURE(name);
+        const std::string scheme = name;
+        CAPTURE(scheme);
         const auto vq = quantize_by_name(name, w);
         const double mse = (w - vq->dequantize()).squaredNorm() / static_cast<double>(w.size());
         MESSAGE(std::string(name) << ": relative MSE " << mse / (0.02 * 0.02) << " at " << vq->bits_per_weight() << " bpw; int2-g32-asym "
@@ -199,6 +208,25 @@ TEST_CASE("VQ at about 2 bits per weight beats RTN int2-g32-asym on Gaussian row
         CHECK(vq->bits_per_weight() <= rtn->bits_per_weight());
         CHECK(mse < 0.75 * rtn_mse);
     }
+}
+
+TEST_CASE("VQ corrects the worst-fitted weights in fp16, so a few very large weights survive") {
+    RowMatrixF w = test_data::gaussian(64, 128, 111);
+    const std::pair<int, int> planted[] = {{3, 7}, {3, 90}, {40, 11}, {63, 127}};
+    for (const auto& [r, c] : planted) w(r, c) = (c % 2 ? -1.0f : 1.0f) * 25.0f;  // 25 sigma, as in LLM "massive" rows
+    const VqMatrix q = quantize(w, d4);
+    const RowMatrixF wq = q.dequantize();
+    for (const auto& [r, c] : planted) CHECK(std::abs(wq(r, c) - w(r, c)) < 0.02f * 25.0f);
+    VqConfig none;
+    none.outlier_fraction = 0.0;
+    const VqMatrix plain = quantize_vq(w, none);
+    CHECK(plain.outlier_col.empty());
+    CHECK((w - wq).squaredNorm() < (w - plain.dequantize()).squaredNorm());
+    // Corrupt corrections are rejected on load.
+    std::vector<std::byte> bytes = serialize(q);
+    const std::uint16_t bad_col = 500;
+    std::memcpy(bytes.data() + bytes.size() - q.outlier_value.size() * 2 - 8 - q.outlier_col.size() * 2, &bad_col, 2);
+    CHECK_THROWS_AS(deserialize_vq_matrix(bytes), format_error);
 }
 
 TEST_CASE("VQ importance weighting lowers the importance-weighted error") {

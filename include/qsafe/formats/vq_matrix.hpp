@@ -4,7 +4,11 @@
 // from each of `books` additive codebooks, shared by the whole matrix, times a per-row and a per-column
 // fp16 scale:
 //
-//   w(r, c) = row_scale[r] * col_scale[c] * sum_m codebook_m[code(r, c / dim, m)][c % dim]
+//   w(r, c) = row_scale[r] * col_scale[c] * sum_m codebook_m[code(r, c / dim, m)][c % dim]  (+ correction)
+//
+// A small fraction of positions (those the codebooks fit worst, typically the few very large weights that
+// drive an LLM's massive activations) carry an fp16 correction added to the codebook value, stored as CSR
+// (u32 row pointers, u16 columns, fp16 values).
 //
 // Codes are stored in tiles of vq_row_tile rows, interleaved so that the codes of one sub-vector position
 // for the tile's 8 rows are 8 consecutive bytes: one load feeds a gather of 8 table entries, one per row
@@ -41,13 +45,20 @@ inline std::size_t vq_positions(std::size_t cols, std::size_t dim) noexcept { re
 inline std::size_t vq_tiles(std::size_t rows) noexcept { return (rows + vq_row_tile - 1) / vq_row_tile; }
 }  // namespace detail
 
+/// The number of corrected positions for a fraction of a rows x cols matrix.
+inline std::size_t vq_outlier_count(std::size_t rows, std::size_t cols, double fraction) noexcept {
+    return static_cast<std::size_t>(fraction * static_cast<double>(rows * cols) + 0.5);
+}
+
 /// Bytes of every stored array of a rows x cols matrix in this VQ shape: codes (row tiles padded),
-/// fp16 row and column scales, fp16 codebooks.
-inline std::size_t vq_storage_bytes(std::size_t rows, std::size_t cols, VqShape shape) noexcept {
+/// fp16 row and column scales, fp16 codebooks, and the corrections of `outlier_fraction` of the weights.
+inline std::size_t vq_storage_bytes(std::size_t rows, std::size_t cols, VqShape shape, double outlier_fraction) noexcept {
     const std::size_t codes = detail::vq_tiles(rows) * vq_row_tile * detail::vq_positions(cols, shape.dim) * shape.books;
     const std::size_t scales = (rows + cols) * sizeof(fp16_t);
     const std::size_t books = shape.books * vq_codebook_entries * shape.dim * sizeof(fp16_t);
-    return codes + scales + books;
+    const std::size_t outliers = (rows + 1) * sizeof(std::uint32_t) +
+                                 vq_outlier_count(rows, cols, outlier_fraction) * (sizeof(std::uint16_t) + sizeof(fp16_t));
+    return codes + scales + books + outliers;
 }
 
 struct VqMatrix {
@@ -58,6 +69,9 @@ struct VqMatrix {
     std::vector<fp16_t> col_scales;  // cols
     std::vector<fp16_t> codebooks;   // books x 256 x dim, entry-major
     aligned_vector<std::uint8_t> codes;  // tiles x positions x books x vq_row_tile
+    std::vector<std::uint32_t> outlier_row_ptr;  // rows + 1
+    std::vector<std::uint16_t> outlier_col;
+    std::vector<fp16_t> outlier_value;           // added to the codebook reconstruction
 
     std::size_t positions() const noexcept { return detail::vq_positions(cols, shape.dim); }
     std::size_t padded_cols() const noexcept { return positions() * shape.dim; }
@@ -72,6 +86,7 @@ struct VqMatrix {
         m.col_scales.assign(cols, to_fp16(1.0f));
         m.codebooks.assign(shape.books * vq_codebook_entries * shape.dim, fp16_t{});
         m.codes.assign(m.tiles() * vq_row_tile * m.positions() * shape.books, 0);
+        m.outlier_row_ptr.assign(rows + 1, 0);
         return m;
     }
 
@@ -90,14 +105,15 @@ struct VqMatrix {
     }
 
     std::size_t storage_bytes() const noexcept {
-        return codes.size() + (row_scales.size() + col_scales.size() + codebooks.size()) * sizeof(fp16_t);
+        return codes.size() + (row_scales.size() + col_scales.size() + codebooks.size() + outlier_value.size()) * sizeof(fp16_t) +
+               outlier_row_ptr.size() * sizeof(std::uint32_t) + outlier_col.size() * sizeof(std::uint16_t);
     }
     double bits_per_weight() const noexcept {
         return 8.0 * static_cast<double>(storage_bytes()) / static_cast<double>(rows * cols);
     }
 
     /// The weights the kernels multiply with: the codeword sum in fp32 (books in order), times the column
-    /// scale, times the row scale.
+    /// scale, times the row scale, plus the correction where there is one.
     RowMatrixF dequantize() const {
         RowMatrixF w(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
         for (std::size_t r = 0; r < rows; ++r) {
@@ -108,13 +124,15 @@ struct VqMatrix {
                 for (std::size_t m = 0; m < shape.books; ++m) v += to_float(codeword(m, code(r, j, m))[t]);
                 w(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(c)) = rs * (to_float(col_scales[c]) * v);
             }
+            for (std::uint32_t e = outlier_row_ptr[r]; e < outlier_row_ptr[r + 1]; ++e)
+                w(static_cast<Eigen::Index>(r), static_cast<Eigen::Index>(outlier_col[e])) += to_float(outlier_value[e]);
         }
         return w;
     }
 };
 
 inline constexpr std::uint32_t vq_matrix_magic = 0x51565351;  // "QSVQ" little-endian
-inline constexpr std::uint32_t vq_matrix_version = 1;
+inline constexpr std::uint32_t vq_matrix_version = 2;
 
 inline std::vector<std::byte> serialize(const VqMatrix& m) {
     ByteWriter out;
@@ -128,6 +146,9 @@ inline std::vector<std::byte> serialize(const VqMatrix& m) {
     out.put_array(m.col_scales);
     out.put_array(m.codebooks);
     out.put_array(m.codes);
+    out.put_array(m.outlier_row_ptr);
+    out.put_array(m.outlier_col);
+    out.put_array(m.outlier_value);
     return out.take();
 }
 
@@ -159,6 +180,16 @@ inline VqMatrix deserialize_vq_matrix(std::span<const std::byte> bytes, const st
     load(m.col_scales, "column scales");
     load(m.codebooks, "codebooks");
     load(m.codes, "codes");
+    load(m.outlier_row_ptr, "outlier row pointers");
+    in.get_array(m.outlier_col, "outlier columns");
+    in.get_array(m.outlier_value, "outlier values");
+    if (m.outlier_row_ptr.front() != 0 || m.outlier_row_ptr.back() != m.outlier_col.size() ||
+        m.outlier_value.size() != m.outlier_col.size())
+        in.fail("outlier arrays do not match their row pointers");
+    for (std::size_t r = 0; r < m.rows; ++r)
+        if (m.outlier_row_ptr[r] > m.outlier_row_ptr[r + 1]) in.fail("outlier row pointers decrease at row " + std::to_string(r));
+    for (const std::uint16_t c : m.outlier_col)
+        if (c >= m.cols) in.fail("outlier column " + std::to_string(c) + " is outside the matrix");
     if (in.remaining() != 0) in.fail(std::to_string(in.remaining()) + " trailing bytes");
     const auto finite = [&](const std::vector<fp16_t>& a, const char* what) {
         for (fp16_t h : a)
@@ -167,6 +198,7 @@ inline VqMatrix deserialize_vq_matrix(std::span<const std::byte> bytes, const st
     finite(m.row_scales, "row scales");
     finite(m.col_scales, "column scales");
     finite(m.codebooks, "codebooks");
+    finite(m.outlier_value, "outlier values");
     return m;
 }
 

@@ -11,6 +11,7 @@
 // (larger batches): a tile of rows is decoded once to fp32 and multiplied with every activation vector by
 // FMA, which beats per-vector lookups once the decoding is shared (bench/bench_vq.cpp,
 // docs/vector-quantization.md).
+// Corrections (sparse fp16 outliers) are added per row after the codebook part, in storage order.
 // Rows are split over threads in whole 8-row tiles; each output is computed by one thread with the same
 // instructions whatever the thread count, so results are bit-identical for any number of threads.
 #include <algorithm>
@@ -142,6 +143,13 @@ inline void lookup_tile_scalar(const VqMatrix& w, std::size_t tile, const float*
     std::copy(acc, acc + vq_row_tile, sums);
 }
 
+/// The corrections of row r dotted with activation vector n (original, unscaled activations).
+inline float outlier_dot(const VqMatrix& w, std::size_t r, ConstMatrixView x, std::size_t n) noexcept {
+    float s = 0.0f;
+    for (std::uint32_t e = w.outlier_row_ptr[r]; e < w.outlier_row_ptr[r + 1]; ++e) s += to_float(w.outlier_value[e]) * x(n, w.outlier_col[e]);
+    return s;
+}
+
 template <class Arch>
 void lookup_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, bool gather) {
     const std::size_t pc = w.padded_cols(), batch = x.rows;
@@ -169,7 +177,7 @@ void lookup_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, bool gat
             const std::size_t r0 = tile * vq_row_tile, nr = std::min(vq_row_tile, w.rows - r0);
             for (std::size_t n = 0; n < batch; ++n) {
                 const float* s = sums.data() + ((tile - t_begin) * batch + n) * vq_row_tile;
-                for (std::size_t i = 0; i < nr; ++i) y(n, r0 + i) = to_float(w.row_scales[r0 + i]) * s[i];
+                for (std::size_t i = 0; i < nr; ++i) y(n, r0 + i) = to_float(w.row_scales[r0 + i]) * s[i] + outlier_dot(w, r0 + i, x, n);
             }
         }
     });
@@ -270,7 +278,8 @@ void dense_product(const VqMatrix& w, ConstMatrixView x, MatrixView y) {
                         const std::size_t r = i0 + static_cast<std::size_t>(i);
                         if (r >= nr) break;
                         for (int v = 0; v < Vecs; ++v)
-                            y(n0 + static_cast<std::size_t>(v), r0 + r) = to_float(w.row_scales[r0 + r]) * out[i][v];
+                            y(n0 + static_cast<std::size_t>(v), r0 + r) =
+                                to_float(w.row_scales[r0 + r]) * out[i][v] + outlier_dot(w, r0 + r, x, n0 + static_cast<std::size_t>(v));
                     }
                 };
                 for (; n + vec_block <= x.rows; n += vec_block) emit.template operator()<vec_block>(n);
@@ -291,7 +300,8 @@ void run_vq_product(const VqMatrix& w, ConstMatrixView x, MatrixView y, VqPath p
 inline void check_vq_matrix(const VqMatrix& w, const char* what) {
     if (w.rows == 0 || w.cols == 0 || w.shape.dim == 0 || w.shape.books == 0 || w.row_scales.size() != w.rows ||
         w.col_scales.size() != w.cols || w.codebooks.size() != w.shape.books * vq_codebook_entries * w.shape.dim ||
-        w.codes.size() != w.tiles() * vq_row_tile * w.positions() * w.shape.books)
+        w.codes.size() != w.tiles() * vq_row_tile * w.positions() * w.shape.books || w.outlier_row_ptr.size() != w.rows + 1 ||
+        w.outlier_row_ptr.back() != w.outlier_col.size() || w.outlier_value.size() != w.outlier_col.size())
         throw shape_error(std::string(what) + ": VQ matrix buffers do not match its shape " + std::to_string(w.rows) + "x" +
                           std::to_string(w.cols));
 }

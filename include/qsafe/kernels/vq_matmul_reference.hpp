@@ -1,11 +1,12 @@
 #pragma once
 // Scalar reference of the VQ lookup product (kernels/vq_matmul.hpp), written from the format's definition
 // for tests: tables of dot products per sub-vector position and codebook, summed per row in the order
-// j, m and multiplied by the row scale. Same arithmetic order as the SIMD lookup kernels; the tables use
+// j, m, multiplied by the row scale, plus the fp16 corrections in storage order. Same arithmetic order as the SIMD lookup kernels; the tables use
 // std::fma, so results match the SIMD kernels exactly when those fuse too (xsimd::fma on FMA3 targets).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "qsafe/core/matrix_view.hpp"
@@ -32,7 +33,10 @@ inline void vq_gemm_reference(const VqMatrix& w, ConstMatrixView x, MatrixView y
             float acc = 0.0f;
             for (std::size_t j = 0; j < positions; ++j)
                 for (std::size_t m = 0; m < nb; ++m) acc += tables[(j * nb + m) * vq_codebook_entries + w.code(r, j, m)];
-            y(n, r) = to_float(w.row_scales[r]) * acc;
+            float corrections = 0.0f;
+            for (std::uint32_t e = w.outlier_row_ptr[r]; e < w.outlier_row_ptr[r + 1]; ++e)
+                corrections += to_float(w.outlier_value[e]) * x(n, w.outlier_col[e]);
+            y(n, r) = to_float(w.row_scales[r]) * acc + corrections;
         }
     }
 }

@@ -8,14 +8,19 @@
 //   3. the codebooks are fitted on a seeded subsample of at most max_fit_points sub-vectors
 //      (importance-weighted k-means; for several books, residual k-means then alternating code updates
 //      and least-squares codebook updates), rounded to fp16, and every sub-vector is encoded with them;
-//   4. each row scale is refitted by least squares for its codes and the row re-encoded, kept only if the
-//      row's weighted error falls.
+//   4. the outlier_fraction of positions with the largest weighted error are set aside (in SmolLM2 these
+//      are the few very large weights of the rows that produce massive activations; k-means pulls them
+//      towards the bulk and the model breaks);
+//   5. each row scale is refitted by least squares for its codes (set-aside positions excluded) and the row
+//      re-encoded, kept only if the row's weighted error falls;
+//   6. the set-aside positions store an fp16 correction w - codebook value, so they come back almost exactly.
 // Deterministic for a seed, whatever the thread count.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
@@ -41,6 +46,8 @@ struct VqConfig {
     AdditiveSearchOptions search{};
     /// Least-squares refits of the row scales (each followed by a re-encoding of the row).
     int scale_refits = 1;
+    /// Fraction of the weights corrected in fp16 (QuantizeOptions::outlier_fraction overrides it).
+    double outlier_fraction = 0.005;
 };
 
 namespace detail {
@@ -48,7 +55,7 @@ namespace detail {
 /// The normalised sub-vectors of rows [r_begin, r_end) with their error weights (positions per row).
 inline WeightedVectors vq_points(ConstMatrixView w, std::size_t r_begin, std::size_t r_end, std::size_t dim,
                                  const std::vector<float>& row_scale, const std::vector<float>& col_scale,
-                                 const std::vector<float>& importance) {
+                                 const std::vector<float>& importance, const std::vector<std::uint8_t>& set_aside = {}) {
     const std::size_t positions = vq_positions(w.cols, dim);
     WeightedVectors pts;
     pts.dim = dim;
@@ -60,7 +67,7 @@ inline WeightedVectors vq_points(ConstMatrixView w, std::size_t r_begin, std::si
             if (s == 0.0f) continue;  // reconstructed as zero whatever the code
             const std::size_t i = (r - r_begin) * positions * dim + c;
             pts.values[i] = w(r, c) / s;
-            pts.weights[i] = importance[c] * s * s;
+            pts.weights[i] = set_aside.empty() || !set_aside[r * w.cols + c] ? importance[c] * s * s : 0.0f;
         }
     return pts;
 }
@@ -72,10 +79,15 @@ inline void codeword_sum(const AdditiveCodebooks& cb, const std::uint8_t* codes,
         for (std::size_t t = 0; t < cb.dim; ++t) out[t] += cb.codeword(m, codes[m])[t];
 }
 
-inline void check_vq_config(const VqConfig& config, const QuantizeOptions& opt) {
+inline void check_vq_config(const VqConfig& config, const QuantizeOptions& opt, std::size_t cols) {
     if (config.shape.dim == 0 || config.shape.dim > 64 || config.shape.books == 0 || config.shape.books > 8)
         throw config_error(tensor_label(opt) + ": VQ needs a sub-vector length in [1, 64] and 1 to 8 codebooks, got d=" +
                            std::to_string(config.shape.dim) + " with " + std::to_string(config.shape.books));
+    const double fraction = opt.outlier_fraction.value_or(config.outlier_fraction);
+    if (!(fraction >= 0.0 && fraction <= 1.0))
+        throw config_error(tensor_label(opt) + ": VQ outlier fraction must be in [0, 1], got " + std::to_string(fraction));
+    if (fraction > 0.0 && cols > 65536)
+        throw config_error(tensor_label(opt) + ": VQ outliers need at most 65536 columns (16-bit indices), got " + std::to_string(cols));
 }
 
 }  // namespace detail
@@ -84,7 +96,7 @@ inline void check_vq_config(const VqConfig& config, const QuantizeOptions& opt) 
 /// NaN/Inf weights or importance, shape_error on an empty matrix or an importance of the wrong length.
 inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const QuantizeOptions& opt = {}) {
     detail::check_quantizable(w, opt);
-    detail::check_vq_config(config, opt);
+    detail::check_vq_config(config, opt, w.cols);
     const std::size_t rows = w.rows, cols = w.cols, d = config.shape.dim, nb = config.shape.books;
     const std::size_t positions = detail::vq_positions(cols, d);
     VqMatrix q = VqMatrix::allocate(rows, cols, config.shape);
@@ -145,6 +157,34 @@ inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const Qua
     // Encode everything, then refit each row's scale for its codes and re-encode the row.
     std::vector<std::uint8_t> codes;
     encode_additive(all, cb, config.search, codes);
+
+    // The reconstruction of (r, c) exactly as VqMatrix::dequantize forms it, without corrections.
+    auto reconstruct = [&](std::size_t r, std::size_t c, float scale) {
+        const std::uint8_t* code = codes.data() + (r * positions + c / d) * nb;
+        float v = 0.0f;
+        for (std::size_t m = 0; m < nb; ++m) v += cb.codeword(m, code[m])[c % d];
+        return scale * (col_scale[c] * v);
+    };
+    // Set aside the positions with the largest weighted error (ties by position).
+    const std::size_t n_outliers = vq_outlier_count(rows, cols, opt.outlier_fraction.value_or(config.outlier_fraction));
+    std::vector<std::uint8_t> set_aside;
+    if (n_outliers > 0) {
+        std::vector<std::pair<float, std::size_t>> err(rows * cols);
+        parallel_for(rows, [&](std::size_t r) {
+            for (std::size_t c = 0; c < cols; ++c) {
+                const float diff = w(r, c) - reconstruct(r, c, row_scale[r]);
+                err[r * cols + c] = {importance[c] * diff * diff, r * cols + c};
+            }
+        });
+        const auto worse = [](const std::pair<float, std::size_t>& a, const std::pair<float, std::size_t>& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        std::nth_element(err.begin(), err.begin() + static_cast<std::ptrdiff_t>(n_outliers - 1), err.end(), worse);
+        set_aside.assign(rows * cols, 0);
+        for (std::size_t i = 0; i < n_outliers; ++i) set_aside[err[i].second] = 1;
+    }
+    auto counts = [&](std::size_t r, std::size_t c) { return set_aside.empty() || !set_aside[r * cols + c]; };
+
     for (int refit = 0; refit < config.scale_refits; ++refit) {
         parallel_for_ranges(rows, 16, [&](std::size_t r_begin, std::size_t r_end) {
             std::vector<float> sum(d);
@@ -158,6 +198,7 @@ inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const Qua
                         detail::codeword_sum(cb, row_codes + j * nb, sum.data());
                         for (std::size_t t = 0; t < d && j * d + t < cols; ++t) {
                             const std::size_t c = j * d + t;
+                            if (!counts(r, c)) continue;
                             const double diff = w(r, c) - static_cast<double>(scale) * (col_scale[c] * sum[t]);
                             e += importance[c] * diff * diff;
                         }
@@ -170,6 +211,7 @@ inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const Qua
                     detail::codeword_sum(cb, current + j * nb, sum.data());
                     for (std::size_t t = 0; t < d && j * d + t < cols; ++t) {
                         const std::size_t c = j * d + t;
+                        if (!counts(r, c)) continue;
                         const double q = static_cast<double>(col_scale[c]) * sum[t];
                         num += importance[c] * w(r, c) * q;
                         den += importance[c] * q * q;
@@ -179,7 +221,7 @@ inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const Qua
                 const float scale = round_to_fp16(static_cast<float>(num / den));
                 if (!(scale > 0.0f) || !std::isfinite(scale)) continue;
                 trial_scale[r] = scale;
-                const WeightedVectors row = detail::vq_points(w, r, r + 1, d, trial_scale, col_scale, importance);
+                const WeightedVectors row = detail::vq_points(w, r, r + 1, d, trial_scale, col_scale, importance, set_aside);
                 std::vector<std::uint8_t> row_codes;
                 encode_additive(row, cb, config.search, row_codes);
                 if (row_error(scale, row_codes.data()) < row_error(row_scale[r], current)) {
@@ -197,6 +239,15 @@ inline VqMatrix quantize_vq(ConstMatrixView w, const VqConfig& config, const Qua
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t j = 0; j < positions; ++j)
             for (std::size_t m = 0; m < nb; ++m) q.set_code(r, j, m, codes[(r * positions + j) * nb + m]);
+    // Corrections of the set-aside positions, row by row in column order.
+    for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t c = 0; c < cols && !set_aside.empty(); ++c)
+            if (set_aside[r * cols + c]) {
+                q.outlier_col.push_back(static_cast<std::uint16_t>(c));
+                q.outlier_value.push_back(to_fp16(w(r, c) - reconstruct(r, c, to_float(q.row_scales[r]))));
+            }
+        q.outlier_row_ptr[r + 1] = static_cast<std::uint32_t>(q.outlier_col.size());
+    }
     return q;
 }
 

@@ -2,7 +2,8 @@
 // Vector-quantized layers behind the QuantizedLinear interface, and their registration by name:
 //   vq2-d4    sub-vectors of 4 columns, one 256-entry fp16 codebook per matrix   (8 bits / 4 weights)
 //   vq2-d8x2  sub-vectors of 8 columns, two additive 256-entry codebooks        (16 bits / 8 weights)
-// both with fp16 row and column scales; bits per weight = 2 + the scales and codebooks (counted).
+// both with fp16 row and column scales and fp16 corrections of the worst-fitted 0.5 % of the weights;
+// bits per weight = 2 + the scales, codebooks and corrections (all counted).
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -49,8 +50,8 @@ inline void register_vector_scheme(std::string name, std::string description, Vq
     e.name = std::move(name);
     e.description = std::move(description);
     e.bits = static_cast<int>(8 * config.shape.books / config.shape.dim);
-    e.storage_bytes = [shape = config.shape](std::size_t rows, std::size_t cols, std::size_t, double) {
-        return vq_storage_bytes(rows, cols, shape);
+    e.storage_bytes = [config](std::size_t rows, std::size_t cols, std::size_t, double) {
+        return vq_storage_bytes(rows, cols, config.shape, config.outlier_fraction);
     };
     e.quantize_rtn = [config](ConstMatrixView w, const QuantizeOptions& opt, const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
         return std::make_unique<VectorQuantizedLinear>(quantize_vq(w, config, opt), full_name);
@@ -62,8 +63,8 @@ inline void register_vector_scheme(std::string name, std::string description, Vq
 }
 
 inline void register_vector_schemes(SchemeRegistry& registry = scheme_registry()) {
-    register_vector_scheme("vq2-d4", "vq d4 1x256 fp16 codebook, fp16 row+column scales", VqConfig{VqShape{4, 1}}, registry);
-    register_vector_scheme("vq2-d8x2", "vq d8 2x256 additive fp16 codebooks, fp16 row+column scales", VqConfig{VqShape{8, 2}},
+    register_vector_scheme("vq2-d4", "vq d4 1x256 fp16 codebook, fp16 row+column scales, 0.5% fp16 corrections", VqConfig{VqShape{4, 1}}, registry);
+    register_vector_scheme("vq2-d8x2", "vq d8 2x256 additive fp16 codebooks, fp16 row+column scales, 0.5% fp16 corrections", VqConfig{VqShape{8, 2}},
                            registry);
 }
 
