@@ -22,6 +22,7 @@ fi
 calibration=(--calib wikitext2 --calib-samples 16 --calib-len 512)
 if [ ! -f "${QSAFE_DATA_DIR:-/nonexistent}/wikitext2/test.txt" ]; then
   # Without the shared datasets, calibrate on the benign half of qsafe's own prompts instead.
+  mkdir -p "$root/build"
   grep ',benign,' data/default_safety_prompts.csv | cut -d, -f4- | tr -d '"' > "$root/build/demo_calibration_prompts.txt" || true
   calibration=(--calib "prompts:$root/build/demo_calibration_prompts.txt" --calib-samples 16 --calib-len 512)
 fi
