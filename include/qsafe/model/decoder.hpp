@@ -46,28 +46,51 @@ class LlamaModel {
     /// Runs a batch of tokens. Tokens of one cache must appear in sequence order. Returns the logits
     /// (one row per slot with want_logits, in slot order).
     RowMatrixF forward(std::span<const TokenSlot> slots) {
+        if (slots.empty()) return {};
+        RowMatrixF x = embed(slots);
+        run_blocks(slots, 0, w_.config.n_layers, x);
+        return head(slots, x);
+    }
+
+    /// The token embeddings of a batch (tokens x d_model): the hidden state entering block 0.
+    RowMatrixF embed(std::span<const TokenSlot> slots) const {
         const LlamaConfig& c = w_.config;
-        const std::size_t n = slots.size();
-        if (n == 0) return {};
-        // Positions: each slot takes the next free position of its cache.
-        std::vector<std::size_t> pos(n);
-        std::unordered_map<KvCache*, std::size_t> added;
-        for (std::size_t t = 0; t < n; ++t) {
+        RowMatrixF x(static_cast<Eigen::Index>(slots.size()), static_cast<Eigen::Index>(c.d_model));
+        for (std::size_t t = 0; t < slots.size(); ++t) {
             if (slots[t].token < 0 || static_cast<std::size_t>(slots[t].token) >= c.vocab_size)
                 throw config_error("token id " + std::to_string(slots[t].token) + " is outside the vocabulary of " +
                                    std::to_string(c.vocab_size));
-            pos[t] = slots[t].cache->length() + added[slots[t].cache]++;
+            x.row(static_cast<Eigen::Index>(t)) = w_.token_embedding.row(slots[t].token);
         }
+        return x;
+    }
+
+    /// Runs the hidden states `x` (one row per slot) through blocks [first_layer, last_layer), writing those
+    /// layers' keys and values at each cache's next positions, then advances the caches. Running part of the
+    /// stack lets sequential calibration and per-layer sensitivity re-run only the blocks after a change
+    /// (each such partial run uses fresh caches).
+    void run_blocks(std::span<const TokenSlot> slots, std::size_t first_layer, std::size_t last_layer, RowMatrixF& x) {
+        const LlamaConfig& c = w_.config;
+        const std::size_t n = slots.size();
+        if (first_layer > last_layer || last_layer > c.n_layers)
+            throw config_error("run_blocks: block range [" + std::to_string(first_layer) + ", " + std::to_string(last_layer) +
+                               ") is outside the model's " + std::to_string(c.n_layers) + " blocks");
+        if (static_cast<std::size_t>(x.rows()) != n || static_cast<std::size_t>(x.cols()) != c.d_model)
+            throw shape_error("run_blocks: hidden states are " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()) +
+                              ", expected " + std::to_string(n) + " x " + std::to_string(c.d_model));
+        if (n == 0) return;
+        // Positions: each slot takes the next free position of its cache.
+        std::vector<std::size_t> pos(n);
+        std::unordered_map<KvCache*, std::size_t> added;
+        for (std::size_t t = 0; t < n; ++t) pos[t] = slots[t].cache->length() + added[slots[t].cache]++;
         for (const auto& [cache, count] : added) cache->reserve(cache->length() + count);
 
-        const std::size_t d = c.d_model, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
-        RowMatrixF x(static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(d));
-        for (std::size_t t = 0; t < n; ++t) x.row(static_cast<Eigen::Index>(t)) = w_.token_embedding.row(slots[t].token);
+        const std::size_t hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
         RowMatrixF h(x.rows(), x.cols()), q(x.rows(), static_cast<Eigen::Index>(q_dim)), k(x.rows(), static_cast<Eigen::Index>(kv_dim)),
             v(x.rows(), static_cast<Eigen::Index>(kv_dim)), attn(x.rows(), static_cast<Eigen::Index>(q_dim)), proj(x.rows(), x.cols()),
             gate(x.rows(), static_cast<Eigen::Index>(c.d_ff)), up(x.rows(), static_cast<Eigen::Index>(c.d_ff));
 
-        for (std::size_t layer = 0; layer < c.n_layers; ++layer) {
+        for (std::size_t layer = first_layer; layer < last_layer; ++layer) {
             const LayerWeights& L = w_.layers[layer];
             const std::string prefix = "blk." + std::to_string(layer) + ".";
             norm_rows(x, L.attn_norm, h);
@@ -98,15 +121,20 @@ class LlamaModel {
             x += proj;
         }
         for (const auto& [cache, count] : added) cache->advance(count);
+    }
 
+    /// Final norm and output layer for the slots with want_logits (one row each, in slot order), from the
+    /// hidden states leaving the last block.
+    RowMatrixF head(std::span<const TokenSlot> slots, const RowMatrixF& x) const {
+        const std::size_t n = slots.size();
         std::size_t n_out = 0;
         for (const auto& s : slots) n_out += s.want_logits ? 1 : 0;
-        RowMatrixF last(static_cast<Eigen::Index>(n_out), static_cast<Eigen::Index>(d));
+        RowMatrixF last(static_cast<Eigen::Index>(n_out), x.cols());
         for (std::size_t t = 0, o = 0; t < n; ++t)
             if (slots[t].want_logits) last.row(static_cast<Eigen::Index>(o++)) = x.row(static_cast<Eigen::Index>(t));
         RowMatrixF normed(last.rows(), last.cols());
         norm_rows(last, w_.output_norm, normed);
-        RowMatrixF logits(static_cast<Eigen::Index>(n_out), static_cast<Eigen::Index>(c.vocab_size));
+        RowMatrixF logits(static_cast<Eigen::Index>(n_out), static_cast<Eigen::Index>(w_.config.vocab_size));
         if (n_out > 0) linear("output.weight", *w_.output, normed, logits);
         return logits;
     }
