@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,40 @@ class KlAccumulator {
     std::size_t same_ = 0;
     double ref_nll_ = 0.0, var_nll_ = 0.0, tail_ = 0.0;
 };
+
+/// KL(p || q) where p is known only by its top-k log-probs (`ids`, `logp`, most likely first) and q fully
+/// (`logq`, log-softmax over the vocabulary): the vocabulary outside the top k is merged into one tail
+/// outcome on both sides, a lower bound of the exact KL. Also returns p's tail mass.
+struct TopKKl {
+    double kl = 0.0, tail_mass = 0.0;
+};
+inline TopKKl top_k_kl(std::span<const std::int32_t> ids, std::span<const float> logp, std::span<const float> logq) {
+    double kl = 0.0, p_top = 0.0, q_top = 0.0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const double lp = logp[i];
+        const double lq = logq[static_cast<std::size_t>(ids[i])];
+        const double pp = std::exp(lp);
+        kl += pp * (lp - lq);
+        p_top += pp;
+        q_top += std::exp(lq);
+    }
+    const double p_tail = std::max(1.0 - p_top, 0.0), q_tail = std::max(1.0 - q_top, 1e-30);
+    if (p_tail > 1e-12) kl += p_tail * (std::log(p_tail) - std::log(q_tail));
+    return {kl, p_tail};
+}
+
+/// Appends the k most likely tokens of `logp` (ties by lower id) and their log-probs.
+inline void append_top_k(std::span<const float> logp, std::uint32_t k, std::vector<std::int32_t>& ids, std::vector<float>& top_logp) {
+    thread_local std::vector<std::int32_t> order;
+    order.resize(logp.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](std::int32_t a, std::int32_t b) { return logp[a] > logp[b] || (logp[a] == logp[b] && a < b); });
+    for (std::uint32_t i = 0; i < k; ++i) {
+        ids.push_back(order[i]);
+        top_logp.push_back(logp[static_cast<std::size_t>(order[i])]);
+    }
+}
 
 /// Exact KL over the whole vocabulary, both models run on the same windows.
 inline KlStats compare_side_by_side(LlamaModel& reference, LlamaModel& variant, std::span<const std::int32_t> tokens,
@@ -162,18 +197,11 @@ inline ReferenceLogprobs record_reference(LlamaModel& model, std::span<const std
     r.vocab = static_cast<std::uint32_t>(model.config().vocab_size);
     r.k = std::min<std::uint32_t>(k, r.vocab);
     std::vector<float> logp(r.vocab);
-    std::vector<std::int32_t> order(r.vocab);
     visit_scored_positions(model, tokens, opt, [&](std::size_t, std::size_t, std::span<const float> logits, std::int32_t next) {
         ops::log_softmax(logits, logp);
-        std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + r.k, order.end(),
-                          [&](std::int32_t a, std::int32_t b) { return logp[a] > logp[b] || (logp[a] == logp[b] && a < b); });
         r.next_token.push_back(next);
         r.next_logp.push_back(logp[static_cast<std::size_t>(next)]);
-        for (std::uint32_t i = 0; i < r.k; ++i) {
-            r.top_ids.push_back(order[i]);
-            r.top_logp.push_back(logp[static_cast<std::size_t>(order[i])]);
-        }
+        append_top_k(logp, r.k, r.top_ids, r.top_logp);
     });
     return r;
 }
@@ -190,19 +218,9 @@ inline KlStats compare_to_reference(LlamaModel& variant, std::span<const std::in
     visit_scored_positions(variant, tokens, opt, [&](std::size_t, std::size_t, std::span<const float> logits, std::int32_t next) {
         if (next != ref.next_token[p]) throw config_error("KL reference was recorded on a different text");
         ops::log_softmax(logits, logq);
-        double kl = 0.0, p_top = 0.0, q_top = 0.0;
-        for (std::uint32_t i = 0; i < ref.k; ++i) {
-            const double lp = ref.top_logp[p * ref.k + i];
-            const double lq = logq[static_cast<std::size_t>(ref.top_ids[p * ref.k + i])];
-            const double pp = std::exp(lp);
-            kl += pp * (lp - lq);
-            p_top += pp;
-            q_top += std::exp(lq);
-        }
-        const double p_tail = std::max(1.0 - p_top, 0.0), q_tail = std::max(1.0 - q_top, 1e-30);
-        if (p_tail > 1e-12) kl += p_tail * (std::log(p_tail) - std::log(q_tail));
-        acc.add(kl, Sampler::argmax(logits) == ref.top_ids[p * ref.k], -static_cast<double>(ref.next_logp[p]),
-                -static_cast<double>(logq[static_cast<std::size_t>(next)]), p_tail);
+        const TopKKl d = top_k_kl({ref.top_ids.data() + p * ref.k, ref.k}, {ref.top_logp.data() + p * ref.k, ref.k}, logq);
+        acc.add(d.kl, Sampler::argmax(logits) == ref.top_ids[p * ref.k], -static_cast<double>(ref.next_logp[p]),
+                -static_cast<double>(logq[static_cast<std::size_t>(next)]), d.tail_mass);
         ++p;
     });
     return acc.result();

@@ -19,6 +19,7 @@
 #include "qsafe/model/scheme_rules.hpp"
 #include "qsafe/model/weights.hpp"
 #include "qsafe/ptq/awq.hpp"
+#include "qsafe/ptq/protected_weights.hpp"
 #include "qsafe/registry/scheme_registry.hpp"
 
 namespace qsafe {
@@ -51,6 +52,9 @@ struct PtqOptions {
     AwqOptions awq = {};
     /// RTN: weight the error by the calibration importance mean x^2 when statistics are given.
     bool use_importance = true;
+    /// Weights kept in fp16 (e.g. safety-critical ones): their tensors' schemes get the "+sparse" outlier
+    /// policy with exactly these weights as outliers. Must outlive the call.
+    const ProtectedWeights* protected_weights = nullptr;
     /// Called after each layer: (tensor, scheme, layers done, layers total, seconds for this layer).
     std::function<void(const std::string&, const std::string&, std::size_t, std::size_t, double)> progress = {};
 };
@@ -76,6 +80,13 @@ inline std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> li
     }
     out.emplace_back("output.weight", &w.output);
     return out;
+}
+
+inline std::string with_sparse_outliers(const std::string& scheme, const std::string& tensor) {
+    if (scheme.find("+sparse") != std::string::npos) return scheme.substr(0, scheme.find("+sparse") + 7);
+    if (scheme.find('+') != std::string::npos)
+        throw config_error("protected weights of '" + tensor + "': scheme '" + scheme + "' already has another outlier policy");
+    return scheme + "+sparse";
 }
 
 inline std::string with_outlier_columns(const std::string& scheme) {
@@ -116,7 +127,26 @@ inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationSt
             column_scores = st->max_abs;
             o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
         }
-        const ResolvedScheme resolved = resolve_scheme(scheme);
+        const std::vector<std::size_t>* keep = opt.protected_weights ? opt.protected_weights->for_tensor(name) : nullptr;
+        std::vector<float> keep_mask;
+        if (keep && !keep->empty() && scheme != "fp32") {
+            // The sparse policy keeps the highest-scored weights: score 1 for the chosen ones, 0 elsewhere,
+            // and exactly as many outliers as were chosen.
+            scheme = detail::with_sparse_outliers(scheme, name);
+            keep_mask.assign(weights.size(), 0.0f);
+            for (const std::size_t i : *keep) {
+                if (i >= keep_mask.size())
+                    throw config_error("protected weight index " + std::to_string(i) + " is outside tensor '" + name + "' (" +
+                                       std::to_string(keep_mask.size()) + " weights)");
+                keep_mask[i] = 1.0f;
+            }
+            o.weight_scores = keep_mask;
+        }
+        ResolvedScheme resolved = resolve_scheme(scheme);
+        if (!keep_mask.empty()) {
+            resolved.outlier_fraction = static_cast<double>(keep->size()) / static_cast<double>(keep_mask.size());
+            resolved.full_name = scheme + detail::format_percent(*resolved.outlier_fraction);
+        }
         const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
         if (gptq) {
             if (!resolved.entry->quantize_gptq)

@@ -1,0 +1,122 @@
+#pragma once
+// Choosing which weights stay in fp16 (training-free safety patching). Modes:
+//   magnitude  the largest |w| per tensor (the classic outlier baseline)
+//   wanda      the largest Wanda scores on the utility data (activation-aware outliers, SpQR-like)
+//   safety     safety-critical weights: the largest Wanda scores on the safety data that are not in the
+//              top `utility_exclusion` by utility Wanda score (weight_scores.hpp)
+// The fraction protected per tensor and the utility exclusion are per-tensor rules
+// ("blk.*=0.5%,blk.*.ffn_down=1%"), matched like scheme rules. The choice is made on the full-precision
+// weights before any method transforms them (AWQ only rescales rows and columns, so indices stay valid).
+#include <charconv>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "qsafe/calib/calibration_stats.hpp"
+#include "qsafe/model/scheme_rules.hpp"
+#include "qsafe/model/weights.hpp"
+#include "qsafe/ptq/protected_weights.hpp"
+#include "qsafe/ptq/quantize_model.hpp"
+#include "qsafe/quant/outlier_selection.hpp"
+#include "qsafe/safety/weight_scores.hpp"
+
+namespace qsafe {
+
+enum class ProtectMode { none, magnitude, wanda, safety };
+
+inline ProtectMode parse_protect_mode(std::string_view s) {
+    if (s == "none") return ProtectMode::none;
+    if (s == "magnitude") return ProtectMode::magnitude;
+    if (s == "wanda") return ProtectMode::wanda;
+    if (s == "safety") return ProtectMode::safety;
+    throw config_error("unknown protection '" + std::string(s) + "' (known: none, magnitude, wanda, safety)");
+}
+inline const char* protect_mode_name(ProtectMode m) {
+    switch (m) {
+        case ProtectMode::none: return "none";
+        case ProtectMode::magnitude: return "magnitude";
+        case ProtectMode::wanda: return "wanda";
+        case ProtectMode::safety: return "safety";
+    }
+    return "none";
+}
+
+/// Per-tensor fractions, e.g. "blk.*=0.5%,output=0" (a bare value means "*=value"; "%" optional on 0).
+class FractionRules {
+  public:
+    FractionRules() = default;
+    static FractionRules parse(std::string_view text) {
+        FractionRules f;
+        f.rules_ = SchemeRules::parse(text);
+        for (const auto& r : f.rules_.rules()) (void)parse_value(r.scheme);  // fail early on a bad value
+        return f;
+    }
+    /// The fraction for a tensor ("blk.3.attn_q.weight"); 0 when no rule matches.
+    double fraction_for(const std::string& tensor) const {
+        const std::string v = rules_.scheme_for(tensor);
+        return v == "fp32" ? 0.0 : parse_value(v);
+    }
+
+  private:
+    static double parse_value(const std::string& v) {
+        std::string_view s = v;
+        const bool percent = !s.empty() && s.back() == '%';
+        if (percent) s.remove_suffix(1);
+        double x = 0.0;
+        const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), x);
+        if (ec != std::errc{} || ptr != s.data() + s.size() || s.empty())
+            throw config_error("'" + v + "' is not a fraction (write a percentage such as 0.5%)");
+        if (!percent && x != 0.0) throw config_error("'" + v + "': write fractions as percentages, e.g. 0.5%");
+        x /= 100.0;
+        if (x < 0.0 || x > 1.0) throw config_error("'" + v + "' is not between 0% and 100%");
+        return x;
+    }
+    SchemeRules rules_;
+};
+
+struct ProtectOptions {
+    ProtectMode mode = ProtectMode::safety;
+    FractionRules fraction = FractionRules::parse("blk.*=0.5%");
+    /// safety mode: the top fraction by utility score that is never chosen (Wei et al.'s p).
+    FractionRules utility_exclusion = FractionRules::parse("blk.*=0.5%");
+};
+
+/// The weights to keep in fp16. `safety` and `utility` are input statistics on the safety and utility data
+/// (what each mode needs: safety needs both, wanda needs utility, magnitude neither). `weights` must hold
+/// the full-precision model.
+inline ProtectedWeights plan_protection(LlamaWeights& weights, const CalibrationStats* safety, const CalibrationStats* utility,
+                                        const ProtectOptions& opt) {
+    ProtectedWeights plan;
+    plan.method = protect_mode_name(opt.mode);
+    if (opt.mode == ProtectMode::none) return plan;
+    if (opt.mode == ProtectMode::safety && !safety) throw config_error("safety protection needs statistics on safety data");
+    if ((opt.mode == ProtectMode::safety || opt.mode == ProtectMode::wanda) && !utility)
+        throw config_error(std::string(protect_mode_name(opt.mode)) + " protection needs statistics on utility data");
+    for (const auto& [name, layer] : detail::linear_layers(weights)) {
+        const double fraction = opt.fraction.fraction_for(name);
+        if (fraction <= 0.0) continue;
+        const RowMatrixF w = (*layer)->dequantize();
+        const ConstMatrixView view(w.data(), static_cast<std::size_t>(w.rows()), static_cast<std::size_t>(w.cols()));
+        std::vector<std::size_t> chosen;
+        switch (opt.mode) {
+            case ProtectMode::magnitude: chosen = select_sparse_outliers(view, fraction, {}); break;
+            case ProtectMode::wanda: {
+                const auto u = wanda_scores(view, utility->require(name), name);
+                chosen = top_scored(u, fraction_count(fraction, u.size()));
+                break;
+            }
+            case ProtectMode::safety: {
+                const auto s = wanda_scores(view, safety->require(name), name);
+                const auto u = wanda_scores(view, utility->require(name), name);
+                chosen = select_safety_critical(s, u, fraction, opt.utility_exclusion.fraction_for(name));
+                break;
+            }
+            case ProtectMode::none: break;
+        }
+        if (!chosen.empty()) plan.indices.emplace(name, std::move(chosen));
+    }
+    return plan;
+}
+
+}  // namespace qsafe
