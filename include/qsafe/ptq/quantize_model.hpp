@@ -65,19 +65,21 @@ struct PtqLayerReport {
 };
 
 namespace detail {
-inline std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> linear_layers(LlamaWeights& w) {
-    std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> out;
-    for (std::size_t l = 0; l < w.layers.size(); ++l) {
-        auto& L = w.layers[l];
-        const std::string p = "blk." + std::to_string(l) + ".";
-        out.emplace_back(p + "attn_q.weight", &L.wq);
-        out.emplace_back(p + "attn_k.weight", &L.wk);
-        out.emplace_back(p + "attn_v.weight", &L.wv);
-        out.emplace_back(p + "attn_output.weight", &L.wo);
-        out.emplace_back(p + "ffn_gate.weight", &L.w_gate);
-        out.emplace_back(p + "ffn_up.weight", &L.w_up);
-        out.emplace_back(p + "ffn_down.weight", &L.w_down);
-    }
+using NamedLayers = std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>>;
+
+/// The seven linear layers of block l, in the order the block runs them.
+inline NamedLayers block_linear_layers(LlamaWeights& w, std::size_t l) {
+    auto& L = w.layers[l];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    return {{p + "attn_q.weight", &L.wq},      {p + "attn_k.weight", &L.wk},   {p + "attn_v.weight", &L.wv},
+            {p + "attn_output.weight", &L.wo}, {p + "ffn_gate.weight", &L.w_gate}, {p + "ffn_up.weight", &L.w_up},
+            {p + "ffn_down.weight", &L.w_down}};
+}
+
+inline NamedLayers linear_layers(LlamaWeights& w) {
+    NamedLayers out;
+    for (std::size_t l = 0; l < w.layers.size(); ++l)
+        for (auto& entry : block_linear_layers(w, l)) out.push_back(std::move(entry));
     out.emplace_back("output.weight", &w.output);
     return out;
 }
@@ -97,6 +99,66 @@ inline std::string with_outlier_columns(const std::string& scheme) {
 }
 }  // namespace detail
 
+/// The scheme a layer gets under the options (QUIK adds the outlier columns).
+inline std::string ptq_scheme_for(const std::string& tensor, const PtqOptions& opt) {
+    std::string scheme = opt.rules.scheme_for(tensor);
+    if (opt.method == PtqMethod::quik) scheme = detail::with_outlier_columns(scheme);
+    return scheme;
+}
+
+namespace detail {
+/// Replaces one layer by its quantized form. `base` is opt.base as adjusted by the method (AWQ: clip search).
+inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<QuantizedLinear>& layer,
+                                     const CalibrationStats* stats, const PtqOptions& opt, const QuantizeOptions& base) {
+    const auto start = std::chrono::steady_clock::now();
+    std::string scheme = ptq_scheme_for(name, opt);
+    const RowMatrixF weights = layer->dequantize();
+    QuantizeOptions o = base;
+    o.tensor_name = name;
+    const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
+    VectorF importance, column_scores;
+    if (st && st->tokens > 0 && opt.use_importance) {
+        importance = st->mean_sq();
+        o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
+    }
+    if (st && st->tokens > 0) {
+        column_scores = st->max_abs;
+        o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
+    }
+    const std::vector<std::size_t>* keep = opt.protected_weights ? opt.protected_weights->for_tensor(name) : nullptr;
+    std::vector<float> keep_mask;
+    if (keep && !keep->empty() && scheme != "fp32") {
+        // The sparse policy keeps the highest-scored weights: score 1 for the chosen ones, 0 elsewhere,
+        // and exactly as many outliers as were chosen.
+        scheme = with_sparse_outliers(scheme, name);
+        keep_mask.assign(static_cast<std::size_t>(weights.size()), 0.0f);
+        for (const std::size_t i : *keep) {
+            if (i >= keep_mask.size())
+                throw config_error("protected weight index " + std::to_string(i) + " is outside tensor '" + name + "' (" +
+                                   std::to_string(keep_mask.size()) + " weights)");
+            keep_mask[i] = 1.0f;
+        }
+        o.weight_scores = keep_mask;
+    }
+    ResolvedScheme resolved = resolve_scheme(scheme);
+    if (!keep_mask.empty()) {
+        resolved.outlier_fraction = static_cast<double>(keep->size()) / static_cast<double>(keep_mask.size());
+        resolved.full_name = scheme + format_percent(*resolved.outlier_fraction);
+    }
+    const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
+    if (gptq) {
+        if (!resolved.entry->quantize_gptq)
+            throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");
+        const LinearInputStats& s = stats->require(name);
+        layer = resolved.entry->quantize_gptq(weights, s.hessian, opt.gptq, resolved.apply(o), resolved.full_name);
+    } else {
+        layer = resolved.entry->quantize_rtn(weights, resolved.apply(o), resolved.full_name);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return {name, resolved.full_name, seconds};
+}
+}  // namespace detail
+
 /// Quantizes every linear layer of `w` (fp32 on entry) in place. `stats` is required by gptq, awq and quik;
 /// AWQ transforms it to the scaled inputs.
 inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationStats* stats, const PtqOptions& opt) {
@@ -111,54 +173,8 @@ inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationSt
     std::vector<PtqLayerReport> report;
     for (std::size_t i = 0; i < layers.size(); ++i) {
         const auto& [name, layer] = layers[i];
-        const auto start = std::chrono::steady_clock::now();
-        std::string scheme = opt.rules.scheme_for(name);
-        if (opt.method == PtqMethod::quik) scheme = detail::with_outlier_columns(scheme);
-        const RowMatrixF weights = (*layer)->dequantize();
-        QuantizeOptions o = base;
-        o.tensor_name = name;
-        const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
-        VectorF importance, column_scores;
-        if (st && st->tokens > 0 && opt.use_importance) {
-            importance = st->mean_sq();
-            o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
-        }
-        if (st && st->tokens > 0) {
-            column_scores = st->max_abs;
-            o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
-        }
-        const std::vector<std::size_t>* keep = opt.protected_weights ? opt.protected_weights->for_tensor(name) : nullptr;
-        std::vector<float> keep_mask;
-        if (keep && !keep->empty() && scheme != "fp32") {
-            // The sparse policy keeps the highest-scored weights: score 1 for the chosen ones, 0 elsewhere,
-            // and exactly as many outliers as were chosen.
-            scheme = detail::with_sparse_outliers(scheme, name);
-            keep_mask.assign(weights.size(), 0.0f);
-            for (const std::size_t i : *keep) {
-                if (i >= keep_mask.size())
-                    throw config_error("protected weight index " + std::to_string(i) + " is outside tensor '" + name + "' (" +
-                                       std::to_string(keep_mask.size()) + " weights)");
-                keep_mask[i] = 1.0f;
-            }
-            o.weight_scores = keep_mask;
-        }
-        ResolvedScheme resolved = resolve_scheme(scheme);
-        if (!keep_mask.empty()) {
-            resolved.outlier_fraction = static_cast<double>(keep->size()) / static_cast<double>(keep_mask.size());
-            resolved.full_name = scheme + detail::format_percent(*resolved.outlier_fraction);
-        }
-        const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
-        if (gptq) {
-            if (!resolved.entry->quantize_gptq)
-                throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");
-            const LinearInputStats& s = stats->require(name);
-            *layer = resolved.entry->quantize_gptq(weights, s.hessian, opt.gptq, resolved.apply(o), resolved.full_name);
-        } else {
-            *layer = resolved.entry->quantize_rtn(weights, resolved.apply(o), resolved.full_name);
-        }
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        report.push_back({name, resolved.full_name, seconds});
-        if (opt.progress) opt.progress(name, resolved.full_name, i + 1, layers.size(), seconds);
+        report.push_back(detail::quantize_layer(name, *layer, stats, opt, base));
+        if (opt.progress) opt.progress(name, report.back().scheme, i + 1, layers.size(), report.back().seconds);
     }
     return report;
 }

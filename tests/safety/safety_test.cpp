@@ -1,0 +1,301 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <unistd.h>
+
+#include "model/tiny_llama.hpp"
+#include "qsafe/calib/collect.hpp"
+#include "qsafe/core/half.hpp"
+#include "qsafe/model/decoder.hpp"
+#include "qsafe/model/model_loader.hpp"
+#include "qsafe/ptq/quantize_model.hpp"
+#include "qsafe/safety/bit_allocation.hpp"
+#include "qsafe/safety/protection.hpp"
+#include "qsafe/safety/response_kl.hpp"
+#include "qsafe/safety/sensitivity.hpp"
+
+using namespace qsafe;
+
+namespace {
+std::filesystem::path temp_dir(const std::string& name) {
+    auto dir = std::filesystem::temp_directory_path() / ("qsafe_test_" + name + "_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+LlamaWeights load_fp(const gguf::File& file) {
+    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse("*=fp32")));
+}
+/// Conversations of random tokens: a "prompt" of 6-9 tokens and a "response" of 5-12.
+ResponseSet random_conversations(std::size_t n, std::size_t vocab, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(vocab) - 1);
+    std::uniform_int_distribution<std::size_t> plen(6, 9), rlen(5, 12);
+    ResponseSet set;
+    set.source = "random";
+    for (std::size_t i = 0; i < n; ++i) {
+        ResponseSequence s;
+        s.id = "r" + std::to_string(i);
+        s.response_begin = plen(rng);
+        s.tokens.resize(s.response_begin + rlen(rng));
+        for (auto& t : s.tokens) t = tok(rng);
+        set.sequences.push_back(std::move(s));
+    }
+    return set;
+}
+CalibrationStats stats_on(LlamaModel& m, const ResponseSet& set) {
+    std::vector<std::vector<std::int32_t>> samples;
+    for (const auto& s : set.sequences) samples.push_back(s.tokens);
+    CollectOptions co;
+    co.output_stride = 1;
+    return collect_calibration_stats(m, samples, co);
+}
+}  // namespace
+
+TEST_CASE("wanda scores are |w| times the input channel's L2 norm over the calibration tokens") {
+    // Two tokens: x = (1, 2, 0) and (3, -1, 0): channel norms sqrt(10), sqrt(5), 0.
+    RowMatrixF x(2, 3);
+    x << 1, 2, 0, 3, -1, 0;
+    LinearInputStats st(3);
+    st.add(ConstMatrixView(x.data(), 2, 3));
+    st.finalize();
+    RowMatrixF w(2, 3);
+    w << 0.5f, -2.0f, 7.0f, -1.0f, 0.25f, 0.0f;
+    const auto s = wanda_scores(ConstMatrixView(w.data(), 2, 3), st);
+    REQUIRE(s.size() == 6);
+    CHECK(s[0] == doctest::Approx(0.5 * std::sqrt(10.0)));
+    CHECK(s[1] == doctest::Approx(2.0 * std::sqrt(5.0)));
+    CHECK(s[2] == 0.0f);  // a large weight on a dead channel does not matter
+    CHECK(s[3] == doctest::Approx(std::sqrt(10.0)));
+    CHECK(s[4] == doctest::Approx(0.25 * std::sqrt(5.0)));
+    CHECK(s[5] == 0.0f);
+    LinearInputStats wrong(4);
+    CHECK_THROWS_AS(wanda_scores(ConstMatrixView(w.data(), 2, 3), wrong, "blk.0.attn_q.weight"), shape_error);
+}
+
+TEST_CASE("safety-critical weights are the top safety scores outside the top utility scores") {
+    const std::vector<float> safety = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
+    const std::vector<float> utility = {10, 0, 9, 0, 0, 0, 0, 0, 0, 8};
+    // 20 % utility exclusion removes weights 0 and 2; the top 30 % by safety among the rest: 1, 3, 4.
+    CHECK(select_safety_critical(safety, utility, 0.3, 0.2) == std::vector<std::size_t>{1, 3, 4});
+    // No exclusion: the plain top 30 % by safety.
+    CHECK(select_safety_critical(safety, utility, 0.3, 0.0) == std::vector<std::size_t>{0, 1, 2});
+    // Ties go to the lower index.
+    CHECK(top_scored(std::vector<float>{1, 2, 2, 2}, 2) == std::vector<std::size_t>{1, 2});
+    CHECK_THROWS_AS(select_safety_critical(safety, std::vector<float>(3), 0.1, 0.1), shape_error);
+}
+
+TEST_CASE("fraction rules are per tensor percentages") {
+    const auto f = FractionRules::parse("blk.*=0.5%,blk.*.ffn_down=2%,output=0");
+    CHECK(f.fraction_for("blk.3.attn_q.weight") == doctest::Approx(0.005));
+    CHECK(f.fraction_for("blk.3.ffn_down.weight") == doctest::Approx(0.02));
+    CHECK(f.fraction_for("output.weight") == 0.0);
+    CHECK_THROWS_AS(FractionRules::parse("*=0.5"), config_error);
+    CHECK_THROWS_AS(FractionRules::parse("*=150%"), config_error);
+    CHECK_THROWS_AS(FractionRules::parse("*=abc%"), config_error);
+}
+
+TEST_CASE("protected weights come back exactly as fp16 and their bytes count in bits per weight") {
+    const auto dir = temp_dir("protect");
+    const tiny::TinyLlama t(41);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    LlamaModel fp(load_fp(file));
+    const auto safety_set = random_conversations(6, t.vocab, 1), utility_set = random_conversations(6, t.vocab, 2);
+    const auto safety = stats_on(fp, safety_set), utility = stats_on(fp, utility_set);
+
+    for (const auto mode : {ProtectMode::magnitude, ProtectMode::wanda, ProtectMode::safety}) {
+        const std::string mode_name = protect_mode_name(mode);
+        CAPTURE(mode_name);
+        ProtectOptions po;
+        po.mode = mode;
+        po.fraction = FractionRules::parse("*=2%");
+        po.utility_exclusion = FractionRules::parse("*=1%");
+        LlamaWeights w = load_fp(file);
+        const ProtectedWeights plan = plan_protection(w, &safety, &utility, po);
+        CHECK(plan.indices.size() == 2 * 7 + 1);
+        LlamaWeights original = load_fp(file);
+        PtqOptions opt;
+        opt.rules = SchemeRules::parse("*=int3-g128-asym");
+        opt.protected_weights = &plan;
+        LlamaWeights plain = load_fp(file);
+        PtqOptions unprotected;
+        unprotected.rules = opt.rules;
+        quantize_model(plain, nullptr, unprotected);
+        quantize_model(w, nullptr, opt);
+        auto qlayers = detail::linear_layers(w);
+        auto olayers = detail::linear_layers(original);
+        auto players = detail::linear_layers(plain);
+        for (std::size_t i = 0; i < qlayers.size(); ++i) {
+            const std::string& name = qlayers[i].first;
+            const auto& ids = plan.indices.at(name);
+            const RowMatrixF q = (*qlayers[i].second)->dequantize(), o = (*olayers[i].second)->dequantize();
+            const std::size_t n = static_cast<std::size_t>(o.size());
+            CHECK(ids.size() == static_cast<std::size_t>(std::llround(0.02 * static_cast<double>(n))));
+            CAPTURE(name);
+            for (const std::size_t k : ids) REQUIRE(q.data()[k] == round_to_fp16(o.data()[k]));
+            // The outliers cost exactly their CSR bytes on top of the plain scheme: a 16-bit column index and
+            // an fp16 value each, plus one 32-bit row pointer per row and one more.
+            const std::size_t rows = static_cast<std::size_t>(o.rows());
+            CHECK((*qlayers[i].second)->storage_bytes() ==
+                  (*players[i].second)->storage_bytes() + ids.size() * 4 + (rows + 1) * 4);
+            CHECK((*qlayers[i].second)->scheme_name().starts_with("int3-g128-asym+sparse"));
+        }
+        CHECK(w.linear_bits_per_weight() > plain.linear_bits_per_weight());
+    }
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("response KL: zero against itself, and the log-likelihood matches a direct computation") {
+    const auto dir = temp_dir("respkl");
+    const tiny::TinyLlama t(43);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    LlamaModel fp(load_fp(file));
+    const auto set = random_conversations(9, t.vocab, 3);
+    // Small chunks so several forward batches are exercised.
+    const auto ref = record_response_reference(fp, set, 16, 40);
+    CHECK(ref.positions() == set.scored_positions());
+    const auto self = compare_on_responses(fp, set, ref);
+    CHECK(self.kl.mean_kl == doctest::Approx(0.0).epsilon(1e-6));
+    CHECK(self.kl.same_top_fraction == 1.0);
+
+    double sum = 0.0;
+    std::size_t count = 0;
+    for (const auto& s : set.sequences) {
+        KvCache cache = fp.new_cache();
+        const RowMatrixF logits = fp.forward_sequence(cache, s.tokens, true);
+        std::vector<float> lp(t.vocab);
+        for (std::size_t p = s.response_begin - 1; p + 1 < s.tokens.size(); ++p) {
+            ops::log_softmax({logits.row(static_cast<Eigen::Index>(p)).data(), t.vocab}, lp);
+            sum += lp[static_cast<std::size_t>(s.tokens[p + 1])];
+            ++count;
+        }
+    }
+    CHECK(count == ref.positions());
+    CHECK(self.mean_logprob_variant == doctest::Approx(sum / static_cast<double>(count)).epsilon(1e-4));
+
+    LlamaWeights qw = load_fp(file);
+    PtqOptions po;
+    po.rules = SchemeRules::parse("*=int2-g32-asym");
+    quantize_model(qw, nullptr, po);
+    LlamaModel q(std::move(qw));
+    const auto drift = compare_on_responses(q, set, ref);
+    CHECK(drift.kl.mean_kl > 1e-3);
+    CHECK(drift.mean_logprob_variant < drift.mean_logprob_reference + 0.5);
+
+    // A set that does not match the reference is refused.
+    auto other = set;
+    other.sequences[0].tokens.back() = (other.sequences[0].tokens.back() + 1) % static_cast<std::int32_t>(t.vocab);
+    CHECK_THROWS_AS(compare_on_responses(fp, other, ref), config_error);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("response sets survive a file round trip and bad lines are named") {
+    const auto dir = temp_dir("respset");
+    const auto set = random_conversations(4, 61, 5);
+    set.save(dir / "set.jsonl");
+    const auto back = ResponseSet::load(dir / "set.jsonl", 61);
+    REQUIRE(back.sequences.size() == set.sequences.size());
+    for (std::size_t i = 0; i < set.sequences.size(); ++i) {
+        CHECK(back.sequences[i].tokens == set.sequences[i].tokens);
+        CHECK(back.sequences[i].response_begin == set.sequences[i].response_begin);
+    }
+    CHECK(back.source == "random");
+    {
+        std::ofstream out(dir / "bad.jsonl");
+        out << R"({"id":"a","source":"s","prompt":"","response_begin":1,"tokens":[1,2]})" << "\n"
+            << R"({"id":"b","source":"s","prompt":"","response_begin":9,"tokens":[1,2]})" << "\n";
+    }
+    try {
+        (void)ResponseSet::load(dir / "bad.jsonl", 61);
+        FAIL("expected an error");
+    } catch (const format_error& e) {
+        CHECK(std::string(e.what()).find("bad.jsonl:2") != std::string::npos);
+    }
+    {
+        std::ofstream out(dir / "vocab.jsonl");
+        out << R"({"id":"a","source":"s","prompt":"","response_begin":1,"tokens":[1,99]})" << "\n";
+    }
+    CHECK_THROWS_AS(ResponseSet::load(dir / "vocab.jsonl", 61), format_error);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("sensitivity: the cached partial re-run equals a full forward with only that layer quantized, and resumes") {
+    const auto dir = temp_dir("sens");
+    const tiny::TinyLlama t(47);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    LlamaModel fp(load_fp(file));
+    const auto set = random_conversations(7, t.vocab, 6);
+    const auto ref = record_response_reference(fp, set, 32, 48);
+
+    SensitivityOptions so;
+    so.candidates = {"int2-g32-asym", "int4-g128-asym", "int8-g32-sym"};
+    so.cache = dir / "sens.jsonl";
+    std::size_t measured = 0;
+    so.progress = [&](std::size_t, std::size_t, const std::string&, const std::string&, double) { ++measured; };
+    const auto table = measure_sensitivity(fp, set, ref, so);
+    REQUIRE(table.layers.size() == 2 * 7 + 1);
+    CHECK(measured == table.layers.size() * 3);
+
+    // Independent path: the whole model run from scratch with one layer replaced by its RTN form.
+    for (const std::size_t li : {std::size_t{0}, std::size_t{5}, std::size_t{11}, table.layers.size() - 1}) {
+        const auto& layer = table.layers[li];
+        CAPTURE(layer.tensor);
+        LlamaWeights w = load_fp(file);
+        PtqOptions po;
+        std::string name = layer.tensor.substr(0, layer.tensor.size() - 7);
+        po.rules = SchemeRules::parse("*=fp32," + name + "=int2-g32-asym");
+        quantize_model(w, nullptr, po);
+        LlamaModel one(std::move(w));
+        const auto direct = compare_on_responses(one, set, ref);
+        CHECK(layer.kl.at("int2-g32-asym") == doctest::Approx(direct.kl.mean_kl).epsilon(1e-3));
+        CHECK(layer.kl.at("int8-g32-sym") < layer.kl.at("int2-g32-asym"));
+        CHECK(layer.kl.at("int8-g32-sym") >= 0.0);
+    }
+    // The model's weights were restored.
+    CHECK(compare_on_responses(fp, set, ref).kl.mean_kl == doctest::Approx(0.0).epsilon(1e-6));
+
+    // A second run reads every measurement from the cache.
+    const auto again = measure_sensitivity(fp, set, ref, so);
+    for (std::size_t i = 0; i < table.layers.size(); ++i) CHECK(again.layers[i].kl == table.layers[i].kl);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("bit allocation meets the budget within 0.05 bits and spends it where the sensitivity is") {
+    SensitivityTable table;
+    table.candidates = {"a2", "a3", "a4", "a8"};
+    const double bpw[] = {2.375, 3.1875, 4.1875, 8.5};
+    std::mt19937_64 rng(9);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (std::size_t i = 0; i < 60; ++i) {
+        LayerSensitivity l;
+        l.tensor = "blk." + std::to_string(i / 7) + ".t" + std::to_string(i % 7) + ".weight";
+        l.rows = 64 * (1 + i % 5);
+        l.cols = 576;
+        const double scale = i % 10 == 3 ? 50.0 : u(rng);  // a few very sensitive layers
+        for (std::size_t j = 0; j < 4; ++j) {
+            l.kl[table.candidates[j]] = scale * std::pow(4.0, -static_cast<double>(j)) * (0.9 + 0.2 * u(rng));
+            l.bytes[table.candidates[j]] = static_cast<std::size_t>(bpw[j] * static_cast<double>(l.params()) / 8.0);
+        }
+        table.layers.push_back(std::move(l));
+    }
+    double previous = 1e300;
+    for (const double target : {2.5, 3.0, 3.5, 4.0, 6.0}) {
+        CAPTURE(target);
+        const auto a = allocate_bits(table, target);
+        CHECK(a.bits_per_weight <= target + 1e-9);
+        CHECK(a.bits_per_weight >= target - 0.05);
+        CHECK(a.predicted_kl <= previous);
+        previous = a.predicted_kl;
+        // The very sensitive layers are never left at the lowest width when there is room.
+        if (target >= 3.0)
+            for (const auto& l : table.layers)
+                if (l.kl.at("a2") > 10.0) CHECK(a.scheme.at(l.tensor) != "a2");
+    }
+    CHECK(allocate_bits(table, 3.0).rules().find("blk.0.t0=") != std::string::npos);
+    CHECK_THROWS_AS(allocate_bits(table, 2.0), config_error);
+}
