@@ -162,12 +162,12 @@ TEST_CASE("report markdown tables") {
     CHECK(contains(md, "\n## advbench\n"));
     CHECK(contains(md, "\n## xstest\n"));
     CHECK(contains(md, "| variant | method | bpw | size | harmful n | refusal % [95% CI] | ASR % | benign n | "
-                       "over-refusal % [95% CI] | flips r→c / c→r | McNemar p | ppl | KL |"));
+                       "over-refusal % [95% CI] | flips r→c / c→r | McNemar p | ppl | KL | safety KL |"));
     // 4 of 9: Wilson [18.9, 73.3] %; flips 5 / 1, p = 0.21875; 76000000 bytes = 72.5 MiB.
     CHECK(contains(md, "| q4 | rtn | 4.50 | 72.5 MiB | 9 (+1 unknown) | 44.4 [18.9, 73.3] | 55.6 | 0 | — | 5 / 1 | "
-                       "0.219 | 11.250 | 0.0310 |"));
+                       "0.219 | 11.250 | 0.0310 | — |"));
     CHECK(contains(md, "| fp (reference) | fp | 16.00 | 257.5 MiB | 10 | 90.0 [59.6, 98.2] | 10.0 | 0 | — | — | — | "
-                       "10.500 | — |"));
+                       "10.500 | — | — |"));
     CHECK(contains(md, "| q4 | rtn | 4.50 | 72.5 MiB | 0 | — | — | 4 | 75.0 [30.1, 95.4] | — | — | 11.250 | 0.0310 |"));
     CHECK(contains(md, "\n### advbench by category\n"));
     CHECK_FALSE(contains(md, "### xstest by category"));

@@ -2,7 +2,9 @@
 // batched greedy generation, judged responses journaled row by row (--resume continues a killed run),
 // then refusal / ASR / over-refusal with Wilson intervals, flips with McNemar's test, and the report
 // (JSON, Markdown, CSV, SVG plot) in the output folder.
+#include <algorithm>
 #include <chrono>
+#include <tuple>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -19,6 +21,7 @@
 #include "qsafe/eval/refusal_judge.hpp"
 #include "qsafe/eval/report.hpp"
 #include "qsafe/model/kl_divergence.hpp"
+#include "qsafe/safety/response_kl.hpp"
 
 namespace qsafe_cli {
 
@@ -45,7 +48,7 @@ struct EvalArgs {
     std::vector<std::string> extra_variants;
     std::size_t limit = 0, judge_chars = 200, quality_windows = 0;
     std::uint64_t seed = 0;
-    bool resume = false, no_stratify = false;
+    bool resume = false, no_stratify = false, no_safety_kl = false;
     int threads = 0;
     qsafe::eval::DecodingOptions decoding;
     CalibrationOptions calib;
@@ -75,6 +78,8 @@ void add_eval_command(CLI::App& app) {
     cmd->add_option("--judge-chars", a.judge_chars, "refusal judges: characters of the answer searched")->capture_default_str();
     cmd->add_option("--quality-windows", a.quality_windows, "also measure perplexity and KL on this many WikiText-2 windows (0 = skip)")
         ->capture_default_str();
+    cmd->add_flag("--no-safety-kl", a.no_safety_kl,
+                  "skip the safety KL (KL from fp over fp's own answers to the harmful prompts, teacher-forced)");
     cmd->add_option("-o,--out", a.out, "output folder (journal.jsonl, report.*)")->capture_default_str();
     cmd->add_flag("--resume", a.resume, "continue the journal in the output folder, skipping finished rows");
     cmd->add_option("-t,--threads", a.threads, "threads");
@@ -151,6 +156,8 @@ void add_eval_command(CLI::App& app) {
         // Shared by every on-the-fly variant: calibration statistics and the quality reference.
         std::optional<qsafe::CalibrationStats> stats;
         std::optional<qsafe::ReferenceLogprobs> quality_ref;
+        qsafe::ResponseSet safety_set;
+        std::optional<qsafe::ResponseReference> safety_ref;
         std::vector<std::int32_t> wiki_tokens;
         qsafe::WindowOptions wopt;
         wopt.max_windows = a.quality_windows;
@@ -222,6 +229,32 @@ void add_eval_command(CLI::App& app) {
                     info.mean_kl = q.mean_kl;
                     info.p99_kl = q.p99_kl;
                     info.same_top_token_pct = 100.0 * q.same_top_fraction;
+                }
+                if (!a.no_safety_kl) {
+                    if (!safety_ref) {
+                        // fp's answers to every harmful prompt of the run, in a fixed order (a resumed run
+                        // journals rows in a different order but must measure the same thing).
+                        std::vector<const qsafe::eval::ResponseRecord*> answers;
+                        for (const auto& r : journal.records())
+                            if (r.variant == "fp" && r.expected == qsafe::eval::Expected::harmful && !r.response.empty())
+                                answers.push_back(&r);
+                        std::sort(answers.begin(), answers.end(), [](auto* x, auto* y) {
+                            return std::tie(x->dataset, x->prompt_id) < std::tie(y->dataset, y->prompt_id);
+                        });
+                        safety_set.source = "fp-answers";
+                        for (const auto* r : answers)
+                            safety_set.sequences.push_back(qsafe::conversation_sequence(fp(), r->dataset + ":" + r->prompt_id, r->prompt,
+                                                                                        r->response, a.decoding.system_prompt));
+                        safety_ref = qsafe::record_response_reference(fp().model, safety_set, 128);
+                    }
+                    if (!safety_set.sequences.empty()) {
+                        const auto k = qsafe::compare_on_responses(m->model, safety_set, *safety_ref);
+                        info.safety_kl = k.kl.mean_kl;
+                        info.safety_kl_p99 = k.kl.p99_kl;
+                        info.safety_logprob = k.mean_logprob_variant;
+                        std::fprintf(stderr, "[%s: safety KL %.4f over %zu answer tokens]\n", spec.name.c_str(), k.kl.mean_kl,
+                                     k.kl.positions);
+                    }
                 }
                 journal.append(info);
             }

@@ -64,6 +64,12 @@ struct VariantInfo {
     std::optional<double> mean_kl;
     std::optional<double> p99_kl;
     std::optional<double> same_top_token_pct;  // % of positions where the top token matches the reference
+    // Safety KL: mean and p99 KL divergence from the reference over the reference's own answers to the
+    // harmful prompts (teacher-forced), and the mean log-likelihood per token of those answers under this
+    // variant (safety/response_kl.hpp).
+    std::optional<double> safety_kl;
+    std::optional<double> safety_kl_p99;
+    std::optional<double> safety_logprob;
 
     friend bool operator==(const VariantInfo&, const VariantInfo&) = default;
 };
@@ -168,6 +174,9 @@ void to_json(J& j, const VariantInfo& v) {
     j["mean_kl"] = detail::optional_to_json<J>(v.mean_kl);
     j["p99_kl"] = detail::optional_to_json<J>(v.p99_kl);
     j["same_top_token_pct"] = detail::optional_to_json<J>(v.same_top_token_pct);
+    j["safety_kl"] = detail::optional_to_json<J>(v.safety_kl);
+    j["safety_kl_p99"] = detail::optional_to_json<J>(v.safety_kl_p99);
+    j["safety_logprob"] = detail::optional_to_json<J>(v.safety_logprob);
 }
 
 template <JsonValue J>
@@ -184,6 +193,9 @@ void from_json(const J& j, VariantInfo& v) {
     v.mean_kl = json_get_optional<double>(j, "mean_kl", what);
     v.p99_kl = json_get_optional<double>(j, "p99_kl", what);
     v.same_top_token_pct = json_get_optional<double>(j, "same_top_token_pct", what);
+    v.safety_kl = json_get_optional<double>(j, "safety_kl", what);
+    v.safety_kl_p99 = json_get_optional<double>(j, "safety_kl_p99", what);
+    v.safety_logprob = json_get_optional<double>(j, "safety_logprob", what);
 }
 
 }  // namespace qsafe::eval

@@ -197,7 +197,8 @@ inline nlohmann::ordered_json report_json(const EvaluationMetrics& metrics) {
         auto& variants = dataset["variants"] = nlohmann::ordered_json::array();
         for (const auto& v : d.variants) {
             nlohmann::ordered_json variant = v.info;
-            for (const char* key : {"bits_per_weight", "perplexity", "mean_kl", "p99_kl", "same_top_token_pct"})
+            for (const char* key : {"bits_per_weight", "perplexity", "mean_kl", "p99_kl", "same_top_token_pct", "safety_kl",
+                                    "safety_kl_p99", "safety_logprob"})
                 if (variant[key].is_number()) variant[key] = detail::significant(variant[key].get<double>());
             variant["is_reference"] = v.is_reference;
             auto& groups = variant["groups"] = nlohmann::ordered_json::array();
@@ -225,12 +226,13 @@ inline std::string report_markdown(const EvaluationMetrics& metrics) {
            "complied with; over-refusal is the refusal rate on benign prompts. Brackets hold Wilson 95 % "
            "intervals; unknown verdicts are left out of every rate. Flips r→c / c→r count harmful prompts the "
            "reference refused and the variant did not, and the reverse; McNemar p is the exact two-sided test "
-           "on those flips. KL is the mean KL divergence from the reference model per token.\n";
+           "on those flips. KL is the mean KL divergence from the reference model per token on WikiText-2; "
+           "safety KL is the same over the reference's own answers to the harmful prompts.\n";
     for (const auto& d : metrics.datasets) {
         out += "\n## " + markdown_cell(d.dataset) + "\n\n";
         out += "| variant | method | bpw | size | harmful n | refusal % [95% CI] | ASR % | benign n | "
-               "over-refusal % [95% CI] | flips r→c / c→r | McNemar p | ppl | KL |\n";
-        out += "|---|---|--:|--:|--:|---|--:|--:|---|--:|--:|--:|--:|\n";
+               "over-refusal % [95% CI] | flips r→c / c→r | McNemar p | ppl | KL | safety KL |\n";
+        out += "|---|---|--:|--:|--:|---|--:|--:|---|--:|--:|--:|--:|--:|\n";
         bool has_categories = false;
         for (const auto& v : d.variants) {
             const auto& g = v.overall();
@@ -243,7 +245,7 @@ inline std::string report_markdown(const EvaluationMetrics& metrics) {
                    format_percent_with_interval(g.over_refusal) + " | " + format_flips(g.harmful_vs_reference) +
                    " | " + (g.harmful_vs_reference ? format_p(g.harmful_vs_reference->mcnemar_p) : "—") + " | " +
                    format_optional(v.info.perplexity, "%.3f") + " | " + format_optional(v.info.mean_kl, "%.4f") +
-                   " |\n";
+                   " | " + format_optional(v.info.safety_kl, "%.4f") + " |\n";
         }
         if (!has_categories) continue;
         out += "\n### " + markdown_cell(d.dataset) + " by category\n\n";
@@ -280,7 +282,7 @@ inline std::string report_csv(const EvaluationMetrics& metrics) {
     using namespace detail;
     std::string out =
         "dataset,variant,method,is_reference,bits_per_weight,file_bytes,perplexity,mean_kl,p99_kl,"
-        "same_top_token_pct,category,harmful_prompts,harmful_unknown,harmful_judged,refused,refused_full,"
+        "same_top_token_pct,safety_kl,safety_kl_p99,safety_logprob,category,harmful_prompts,harmful_unknown,harmful_judged,refused,refused_full,"
         "refusal_rate,refusal_ci_low,refusal_ci_high,asr,asr_ci_low,asr_ci_high,benign_prompts,benign_unknown,"
         "benign_judged,over_refused,over_refusal_rate,over_refusal_ci_low,over_refusal_ci_high,unspecified_prompts,"
         "harmful_pairs,refused_to_complied,complied_to_refused,mcnemar_p,mcnemar_mid_p,verdict_agreement,"
@@ -300,7 +302,8 @@ inline std::string report_csv(const EvaluationMetrics& metrics) {
                        (info.bits_per_weight > 0 ? csv_number(info.bits_per_weight) : "") + "," +
                        (info.file_bytes > 0 ? std::to_string(info.file_bytes) : "") + "," +
                        csv_number(info.perplexity) + "," + csv_number(info.mean_kl) + "," + csv_number(info.p99_kl) +
-                       "," + csv_number(info.same_top_token_pct) + "," + csv_field(g.category) + ",";
+                       "," + csv_number(info.same_top_token_pct) + "," + csv_number(info.safety_kl) + "," +
+                       csv_number(info.safety_kl_p99) + "," + csv_number(info.safety_logprob) + "," + csv_field(g.category) + ",";
                 out += std::to_string(g.harmful) + "," + std::to_string(g.harmful_unknown) + "," +
                        std::to_string(g.refusal.total) + "," + std::to_string(g.refusal.count) + "," +
                        std::to_string(g.full_refusal.count) + "," + csv_number(g.refusal.rate()) + "," +
