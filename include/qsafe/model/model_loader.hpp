@@ -26,6 +26,9 @@ struct LoadOptions {
     LinearBuilder build_linear = rtn_builder(SchemeRules::parse("*=fp32"));
     /// A chat family name ("chatml", "llama2", "mistral", "llama3", ...) overriding detection.
     std::string chat_template_override;
+    /// GGUF files: which Q4_0 / Q8_0 linear layers load as int4-g32-sym / int8-g32-sym as stored (qsafe
+    /// quantized files always; `all` also for other files, instead of fp32 values through build_linear).
+    GgmlBlockLayers ggml_block_layers = GgmlBlockLayers::qsafe_files;
 };
 
 struct LoadedModel {
@@ -66,7 +69,7 @@ inline LoadedModel load_model(const std::filesystem::path& path, const LoadOptio
     }
     const auto file = gguf::File::open(path);
     const LlamaConfig config = config_from_gguf(file);
-    const GgufTensorSource source(file);
+    const GgufTensorSource source(file, options.ggml_block_layers);
     return LoadedModel{path.string(), file.get_optional<std::string>("general.name").value_or(path.stem().string()),
                        LlamaModel(load_llama_weights(config, source, options.build_linear)),
                        tokenizer::Tokenizer(tokenizer::spec_from_gguf(file)),

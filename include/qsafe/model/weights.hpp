@@ -3,6 +3,8 @@
 // QuantizedLinear built by a LinearBuilder (RTN under per-tensor scheme rules by default, or a calibrated
 // method). Tensors are named and laid out as in llama.cpp's GGUF files; Hugging Face checkpoints are mapped
 // onto that convention on load (names, and the q/k row permutation that GGUF's interleaved RoPE expects).
+// A linear layer stored as Q4_0 / Q8_0 can load as int4-g32-sym / int8-g32-sym, the same values without
+// re-quantization (formats/ggml_equivalent.hpp): always in a qsafe quantized file, on request in any GGUF.
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
@@ -15,6 +17,7 @@
 
 #include "qsafe/core/error.hpp"
 #include "qsafe/core/matrix_view.hpp"
+#include "qsafe/formats/ggml_equivalent.hpp"
 #include "qsafe/io/gguf.hpp"
 #include "qsafe/io/safetensors.hpp"
 #include "qsafe/model/config.hpp"
@@ -80,9 +83,20 @@ inline LinearBuilder rtn_builder(SchemeRules rules, QuantizeOptions options = {}
     };
 }
 
+/// Which Q4_0 / Q8_0 linear layers of a GGUF file load as their equal qsafe scheme instead of being
+/// dequantized to fp32 and passed to the LinearBuilder.
+enum class GgmlBlockLayers {
+    /// Those a qsafe quantized file names with qsafe.tensor.<name>.scheme. Other GGUF files keep the fp32
+    /// semantics: the builder's rules re-quantize them, and "*=fp32" is the dequantized reference.
+    qsafe_files,
+    /// Every 2-D Q4_0 / Q8_0 linear layer of any GGUF file (a llama.cpp file evaluated as stored).
+    all,
+};
+
 class GgufTensorSource final : public TensorSource {
   public:
-    explicit GgufTensorSource(const gguf::File& file) : file_(file) {}
+    explicit GgufTensorSource(const gguf::File& file, GgmlBlockLayers ggml_blocks = GgmlBlockLayers::qsafe_files)
+        : file_(file), ggml_blocks_(ggml_blocks) {}
     bool has(const std::string& name) const override { return file_.find_tensor(name) != nullptr; }
     RowMatrixF matrix(const std::string& name, std::size_t rows, std::size_t cols) const override {
         const auto& t = file_.tensor(name);
@@ -102,25 +116,50 @@ class GgufTensorSource final : public TensorSource {
     std::string describe() const override { return file_.path().string(); }
     std::unique_ptr<QuantizedLinear> stored_linear(const std::string& name) const override {
         const auto scheme = file_.get_optional<std::string>("qsafe.tensor." + name + ".scheme");
-        if (!scheme) return nullptr;
-        const auto& t = file_.tensor(name);
-        if (t.type != GgmlType::I8 || t.dims.size() != 1)
-            throw format_error(describe() + ": tensor '" + name + "' is marked as qsafe scheme '" + *scheme +
-                               "' but is not a 1-D I8 tensor");
-        try {
-            return deserialize_by_name(*scheme, file_.tensor_bytes(t));
-        } catch (const error& e) {
-            throw format_error(describe() + ": tensor '" + name + "': " + e.what());
+        if (!scheme) {
+            const gguf::TensorInfo* t = file_.find_tensor(name);
+            if (ggml_blocks_ == GgmlBlockLayers::all && t && t->dims.size() == 2)
+                if (const auto equal = scheme_equivalent_to(t->type)) return from_ggml_blocks(name, *t, *equal);
+            return nullptr;
         }
+        const auto& t = file_.tensor(name);
+        if (t.type == GgmlType::I8 && t.dims.size() == 1) {
+            try {
+                return deserialize_by_name(*scheme, file_.tensor_bytes(t));
+            } catch (const error& e) {
+                throw format_error(describe() + ": tensor '" + name + "': " + e.what());
+            }
+        }
+        const auto native = ggml_equivalent_type(*scheme);
+        if (native && t.type == *native && t.dims.size() == 2) return from_ggml_blocks(name, t, *scheme);
+        throw format_error(describe() + ": tensor '" + name + "' is marked as qsafe scheme '" + *scheme + "' but is a " +
+                           std::to_string(t.dims.size()) + "-D " + std::string(ggml_type_name(t.type)) +
+                           " tensor (expected a 1-D I8 tensor" +
+                           (native ? " or a 2-D " + std::string(ggml_type_name(*native)) + " tensor" : std::string()) + ")");
     }
 
   private:
+    /// A Q4_0 / Q8_0 tensor as the qsafe layer with the same values (codes and fp16 scales copied).
+    std::unique_ptr<QuantizedLinear> from_ggml_blocks(const std::string& name, const gguf::TensorInfo& t,
+                                                      const std::string& scheme) const {
+        const std::string context = describe() + ": tensor '" + name + "'";
+        const auto rows = static_cast<std::size_t>(t.rows()), cols = static_cast<std::size_t>(t.row_length());
+        const std::vector<std::byte> bytes =
+            t.type == GgmlType::Q4_0 ? serialize(qsafe::from_ggml_blocks<GgmlQ4_0Scheme>(file_.tensor_bytes(t), rows, cols, context))
+                                     : serialize(qsafe::from_ggml_blocks<GgmlQ8_0Scheme>(file_.tensor_bytes(t), rows, cols, context));
+        try {
+            return deserialize_by_name(scheme, bytes);
+        } catch (const error& e) {
+            throw format_error(context + ": " + e.what());
+        }
+    }
     static std::string shape(const gguf::TensorInfo& t) {
         std::string s = "[";
         for (std::size_t i = 0; i < t.dims.size(); ++i) s += (i ? ", " : "") + std::to_string(t.dims[i]);
         return s + "]";
     }
     const gguf::File& file_;
+    GgmlBlockLayers ggml_blocks_;
 };
 
 /// A Hugging Face LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM checkpoint seen through GGUF names.
