@@ -31,6 +31,7 @@ void add_compare_command(CLI::App& app) {
     static std::uint32_t top_k = 128;
     static int threads = 0;
     static qsafe::GptqOptions gptq;
+    static bool sequential = false;
     windows.max_windows = 64;
     cmd->add_option("--ref", ref, "the full-precision model (GGUF, HF folder or 'smollm2')")->capture_default_str();
     cmd->add_option("variants", variants,
@@ -42,6 +43,8 @@ void add_compare_command(CLI::App& app) {
     cmd->add_option("-o,--out", out_dir, "folder for compare.md and compare.json")->capture_default_str();
     cmd->add_option("-t,--threads", threads, "threads");
     cmd->add_flag("--act-order", gptq.act_order, "GPTQ variants: act-order");
+    cmd->add_flag("--sequential", sequential,
+                  "calibrated variants: calibrate each block on the outputs of the already-quantized blocks before it");
     cmd->add_option("--chat-template", chat_template, "chat format override");
     calib.add_to(*cmd);
     cmd->callback([] {
@@ -76,7 +79,9 @@ void add_compare_command(CLI::App& app) {
         std::fprintf(stderr, "[reference: %zu windows of %zu, %zu scored positions in %.1fs]\n", n_windows, wopt.n_ctx,
                      reference.positions(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
         std::optional<qsafe::CalibrationStats> stats;
-        if (need_calibration) stats = calibrate(fp, calib);
+        std::optional<SequentialCalibration> seq;
+        if (need_calibration && sequential) seq = sequential_calibration(fp, calib);
+        else if (need_calibration) stats = calibrate(fp, calib);
 
         nlohmann::ordered_json json;
         json["reference"] = ref_path.string();
@@ -85,6 +90,7 @@ void add_compare_command(CLI::App& app) {
         json["windows"] = n_windows;
         json["kl_top_k"] = top_k;
         if (stats) json["calibration"] = stats->description;
+        if (seq) json["calibration"] = seq->description;
         json["variants"] = nlohmann::json::array();
         std::ostringstream md;
         md << "| variant | method | bits/weight | linear MB | file MB | ppl | ppl ratio | mean KL | p99 KL | same top % |\n"
@@ -128,7 +134,7 @@ void add_compare_command(CLI::App& app) {
         for (const auto& v : specs) {
             const auto t1 = std::chrono::steady_clock::now();
             auto m = v.is_reference() ? qsafe::load_model(ref_path, lo)
-                                      : load_variant(ref_path, v, stats ? &*stats : nullptr, chat_template, gptq);
+                                      : load_variant(ref_path, v, stats ? &*stats : nullptr, chat_template, gptq, seq ? &*seq : nullptr);
             const qsafe::KlStats s = qsafe::compare_to_reference(m.model, tokens, wopt, reference);
             add_row(v, m, s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count());
         }
@@ -138,6 +144,7 @@ void add_compare_command(CLI::App& app) {
              << wopt.n_ctx << " tokens (second half of each scored); KL from the reference's top " << top_k
              << " log-probs plus the merged tail.";
         if (stats) head << " Calibration: " << stats->description << ".";
+        if (seq) head << " Calibration: " << seq->description << ".";
         head << "\n\n";
         write_text(std::filesystem::path(out_dir) / "compare.md", head.str() + md.str());
         write_text(std::filesystem::path(out_dir) / "compare.json", json.dump(2) + "\n");

@@ -15,7 +15,7 @@ void add_quantize_command(CLI::App& app) {
     static CalibrationOptions calib;
     static std::string method = "rtn", output;
     static qsafe::GptqOptions gptq;
-    static bool no_output_default = false;
+    static bool no_output_default = false, sequential = false, no_ggml_types = false;
     model.rules = "*=int4-g128-asym";
     model.add_to(*cmd);
     calib.add_to(*cmd);
@@ -25,6 +25,10 @@ void add_quantize_command(CLI::App& app) {
     cmd->add_flag("--act-order", gptq.act_order, "GPTQ: process columns by decreasing Hessian diagonal");
     cmd->add_flag("--no-output-default", no_output_default,
                   "do not keep the output layer at int8-g32-sym when the rules do not name it");
+    cmd->add_flag("--sequential", sequential,
+                  "calibrate each block on the outputs of the already-quantized blocks before it (GPTQ's sequential mode)");
+    cmd->add_flag("--no-ggml-types", no_ggml_types,
+                  "store int4-g32-sym / int8-g32-sym layers in qsafe's layout instead of llama.cpp's Q4_0 / Q8_0");
     cmd->add_option("-o,--output", output, "quantized model file to write (.gguf)")->required();
     cmd->callback([] {
         const auto start = std::chrono::steady_clock::now();
@@ -42,14 +46,19 @@ void add_quantize_command(CLI::App& app) {
         qsafe::LoadOptions lo;
         lo.chat_template_override = model.chat_template;
         std::optional<qsafe::CalibrationStats> stats;
+        std::optional<SequentialCalibration> seq;
         if (qsafe::ptq_method_needs_calibration(v.method)) {
             auto fp = qsafe::load_model(path, lo);
-            stats = calibrate(fp, calib);
+            if (sequential) seq = sequential_calibration(fp, calib);
+            else stats = calibrate(fp, calib);
         }
-        auto m = load_variant(path, v, stats ? &*stats : nullptr, model.chat_template, gptq);
+        auto m = load_variant(path, v, stats ? &*stats : nullptr, model.chat_template, gptq, seq ? &*seq : nullptr);
         const auto source = qsafe::gguf::File::open(path);
+        qsafe::QuantizedFileOptions file_options;
+        file_options.ggml_types = !no_ggml_types;
         qsafe::save_quantized_model(output, source, m.model.weights(),
-                                    {method, rules, stats ? stats->description : std::string()});
+                                    {method, rules, stats ? stats->description : seq ? seq->description : std::string()},
+                                    file_options);
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("wrote %s: method %s, rules %s, %.3f bits per weight (linear layers), %.1f MB, total time %s\n", output.c_str(),
                     method.c_str(), rules.c_str(), m.model.weights().linear_bits_per_weight(),

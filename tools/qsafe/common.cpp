@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "qsafe/calib/collect.hpp"
+#include "qsafe/ptq/sequential.hpp"
 
 
 namespace qsafe_cli {
@@ -74,12 +75,7 @@ std::string format_duration(double seconds) {
     return buf;
 }
 
-qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
-    if (!opt.load_stats.empty()) {
-        auto stats = qsafe::CalibrationStats::load(opt.load_stats);
-        std::fprintf(stderr, "[calibration statistics from %s: %s]\n", opt.load_stats.c_str(), stats.description.c_str());
-        return stats;
-    }
+std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
     std::vector<std::vector<std::int32_t>> samples;
     if (opt.source.starts_with("prompts:")) {
         const std::string path = opt.source.substr(8);
@@ -94,6 +90,23 @@ qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptio
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
         samples = qsafe::text_samples(tokens, opt.samples);
     }
+    return samples;
+}
+
+SequentialCalibration sequential_calibration(const qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
+    if (!opt.load_stats.empty() || !opt.save_stats.empty())
+        throw qsafe::config_error("--sequential collects each variant's statistics while quantizing it: "
+                                  "--load-stats and --save-stats cannot be used with it");
+    return {calibration_samples(fp, opt), opt.describe() + ":sequential"};
+}
+
+qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
+    if (!opt.load_stats.empty()) {
+        auto stats = qsafe::CalibrationStats::load(opt.load_stats);
+        std::fprintf(stderr, "[calibration statistics from %s: %s]\n", opt.load_stats.c_str(), stats.description.c_str());
+        return stats;
+    }
+    const auto samples = calibration_samples(fp, opt);
     std::size_t total_tokens = 0;
     for (const auto& s : samples) total_tokens += s.size();
     const auto start = std::chrono::steady_clock::now();
@@ -113,10 +126,13 @@ qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptio
 
 qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
                                 const qsafe::CalibrationStats* stats, const std::string& chat_template,
-                                const qsafe::GptqOptions& gptq) {
+                                const qsafe::GptqOptions& gptq, const SequentialCalibration* sequential) {
     qsafe::LoadOptions lo;
     lo.chat_template_override = chat_template;
-    if (!v.file.empty()) return qsafe::load_model(v.file, lo);
+    if (!v.file.empty()) {
+        lo.ggml_block_layers = qsafe::GgmlBlockLayers::all;  // a file is evaluated as stored
+        return qsafe::load_model(v.file, lo);
+    }
     auto m = qsafe::load_model(model_path, lo);
     if (v.is_reference()) return m;
     qsafe::PtqOptions po;
@@ -124,6 +140,18 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
     po.method = v.method;
     po.gptq = gptq;
     const auto start = std::chrono::steady_clock::now();
+    if (sequential && qsafe::ptq_method_needs_calibration(v.method)) {
+        qsafe::SequentialOptions so;
+        so.progress = [&](std::size_t done, std::size_t total, double el) {
+            std::fprintf(stderr, "\r[%s: sequential calibration, block %zu/%zu, %s, ETA %s]        ", v.name.c_str(), done, total,
+                         format_duration(el).c_str(), format_duration(el / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+        };
+        qsafe::quantize_model_sequential(m.model, sequential->samples, po, so);
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::fprintf(stderr, "\n[%s: calibrated and quantized sequentially on %zu sequences in %.1fs, %.3f bits per weight]\n",
+                     v.name.c_str(), sequential->samples.size(), el, m.model.weights().linear_bits_per_weight());
+        return m;
+    }
     po.progress = [&](const std::string& tensor, const std::string& scheme, std::size_t done, std::size_t total, double) {
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::fprintf(stderr, "\r[%s: %zu/%zu %s %s, %s, ETA %s]        ", v.name.c_str(), done, total, tensor.c_str(), scheme.c_str(),

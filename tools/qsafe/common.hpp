@@ -1,9 +1,11 @@
 #pragma once
 // Options and helpers shared by the subcommands: which model, which scheme rules, how many threads.
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -67,14 +69,27 @@ struct CalibrationOptions {
     std::string describe() const;
 };
 
+/// The calibration token sequences the options describe, tokenized with `fp`'s tokenizer.
+std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedModel& fp, const CalibrationOptions& opt);
+
 /// Collects (or loads) the calibration statistics of the full-precision model `fp`, printing progress.
 qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt);
 
-/// Loads a variant: a file as stored, or the model at `model_path` quantized on the fly (the statistics are
-/// needed by calibrated methods; AWQ works on a copy). Prints per-layer progress with an ETA.
+/// Sequential calibration (--sequential): the samples, run block by block through each variant as it is
+/// quantized (ptq/sequential.hpp), instead of statistics collected once on the full-precision model.
+struct SequentialCalibration {
+    std::vector<std::vector<std::int32_t>> samples;
+    std::string description;  // e.g. "wikitext2:128x512:seed=1:sequential"
+};
+/// Checks the options (statistics cannot be loaded or saved) and prepares the samples.
+SequentialCalibration sequential_calibration(const qsafe::LoadedModel& fp, const CalibrationOptions& opt);
+
+/// Loads a variant: a file as stored (Q4_0 / Q8_0 linear layers of any GGUF as int4-g32-sym / int8-g32-sym),
+/// or the model at `model_path` quantized on the fly (calibrated methods need the statistics, AWQ works on a
+/// copy; or, with `sequential`, calibration runs block by block through the variant). Prints progress with an ETA.
 qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
                                 const qsafe::CalibrationStats* stats, const std::string& chat_template = {},
-                                const qsafe::GptqOptions& gptq = {});
+                                const qsafe::GptqOptions& gptq = {}, const SequentialCalibration* sequential = nullptr);
 
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
