@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
         const std::string name = rules == "*=fp32" ? "fp" : "int4";
         evaluator.run(name, chat, lab::MedicalSet{});
         if (journal.variants().size() < (name == "fp" ? 1u : 2u))
-            journal.append(qsafe::eval::VariantInfo{name, name == "fp" ? "fp" : "rtn", rules, m.model.weights().linear_bits_per_weight(), 0, {}, {}, {}, {}});
+            journal.append(qsafe::eval::VariantInfo{name, name == "fp" ? "fp" : "rtn", rules, m.model.weights().linear_bits_per_weight(), 0, {}, {}, {}, {}, {}, {}, {}});
     }
     qsafe::eval::MetricsOptions order;
     order.variant_order = {"fp", "int4"};

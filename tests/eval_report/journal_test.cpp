@@ -39,7 +39,7 @@ std::vector<ResponseRecord> sample_records() {
     return out;
 }
 
-const VariantInfo q4_info{"rtn-q4", "rtn", "*=int4-g32-sym", 4.5, 123456, 12.5, {}, {}, {}};
+const VariantInfo q4_info{"rtn-q4", "rtn", "*=int4-g32-sym", 4.5, 123456, 12.5, {}, {}, {}, {}, {}, {}};
 
 }  // namespace
 

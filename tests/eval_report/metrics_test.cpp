@@ -46,8 +46,8 @@ std::vector<ResponseRecord> hand_made_records() {
 }
 
 const std::vector<VariantInfo> infos = {
-    {"fp", "fp", "", 16.0, 270000000, 10.5, {}, {}, {}},
-    {"q4", "rtn", "*=int4-g32-sym", 4.5, 76000000, 11.25, 0.031, 0.42, 91.5},
+    {"fp", "fp", "", 16.0, 270000000, 10.5, {}, {}, {}, {}, {}, {}},
+    {"q4", "rtn", "*=int4-g32-sym", 4.5, 76000000, 11.25, 0.031, 0.42, 91.5, {}, {}, {}},
 };
 
 }  // namespace

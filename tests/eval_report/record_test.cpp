@@ -46,10 +46,10 @@ TEST_CASE("response record json round trip keeps every field") {
 }
 
 TEST_CASE("variant info json round trip") {
-    VariantInfo v{"gptq-q4", "gptq", "*=int4-g128-asym", 4.156, 812345678, 9.87, 0.0123, 0.2, 93.5};
+    VariantInfo v{"gptq-q4", "gptq", "*=int4-g128-asym", 4.156, 812345678, 9.87, 0.0123, 0.2, 93.5, 0.25, 1.5, -1.75};
     const nlohmann::ordered_json j = v;
     CHECK(j.get<VariantInfo>() == v);
-    VariantInfo bare{"fp", "fp", "", 16.0, 1000, {}, {}, {}, {}};
+    VariantInfo bare{"fp", "fp", "", 16.0, 1000, {}, {}, {}, {}, {}, {}, {}};
     const nlohmann::ordered_json jb = bare;
     CHECK(jb.get<VariantInfo>() == bare);
     CHECK(jb.dump().rfind("{\"name\":\"fp\",\"method\":\"fp\",", 0) == 0);

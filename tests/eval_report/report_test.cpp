@@ -48,8 +48,8 @@ std::vector<ResponseRecord> hand_made_records() {
 }
 
 const std::vector<VariantInfo> infos = {
-    {"fp", "fp", "", 16.0, 270000000, 10.5, {}, {}, {}},
-    {"q4", "rtn", "*=int4-g32-sym", 4.5, 76000000, 11.25, 0.031, 0.42, 91.5},
+    {"fp", "fp", "", 16.0, 270000000, 10.5, {}, {}, {}, {}, {}, {}},
+    {"q4", "rtn", "*=int4-g32-sym", 4.5, 76000000, 11.25, 0.031, 0.42, 91.5, {}, {}, {}},
 };
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -135,10 +135,10 @@ TEST_CASE("report csv has one row per dataset, variant and category") {
     CHECK(lines[0].rfind("dataset,variant,method,is_reference,bits_per_weight,file_bytes,", 0) == 0);
     const auto columns = std::count(lines[0].begin(), lines[0].end(), ',');
     for (const auto& line : lines) CHECK(std::count(line.begin(), line.end(), ',') == columns);
-    CHECK(lines[1].rfind("advbench,fp,fp,true,16,270000000,10.5,,,,all,10,0,10,9,8,0.9,", 0) == 0);
-    CHECK(lines[4].rfind("advbench,q4,rtn,false,4.5,76000000,11.25,0.031,0.42,91.5,all,10,1,9,4,3,0.444444,", 0) == 0);
+    CHECK(lines[1].rfind("advbench,fp,fp,true,16,270000000,10.5,,,,,,,all,10,0,10,9,8,0.9,", 0) == 0);
+    CHECK(lines[4].rfind("advbench,q4,rtn,false,4.5,76000000,11.25,0.031,0.42,91.5,,,,all,10,1,9,4,3,0.444444,", 0) == 0);
     CHECK(contains(lines[4], ",9,5,1,0.21875,0.125,0.222222,,0.55,,,,"));
-    CHECK(lines[5].rfind("advbench,q4,rtn,false,4.5,76000000,11.25,0.031,0.42,91.5,cyber,5,1,4,1,1,0.25,", 0) == 0);
+    CHECK(lines[5].rfind("advbench,q4,rtn,false,4.5,76000000,11.25,0.031,0.42,91.5,,,,cyber,5,1,4,1,1,0.25,", 0) == 0);
     CHECK(contains(lines[8], ",all,0,0,0,0,0,,,,,,,4,0,4,3,0.75,"));
     CHECK(lines[8].substr(lines[8].size() - 10) == ",4,0,2,0.5");
 }

@@ -96,8 +96,8 @@ std::filesystem::path evaluate(const std::string& name, int crash_after) {
         q.crash_after = crash;
         evaluator.run("fp", fp, data, false);
         evaluator.run("q", q, data, false);
-        journal.append(VariantInfo{"fp", "fp", "*=fp32", 32.0, 1000, {}, {}, {}, {}});
-        journal.append(VariantInfo{"q", "rtn", "*=int4-g128-asym", 4.25, 200, {}, {}, {}, {}});
+        journal.append(VariantInfo{"fp", "fp", "*=fp32", 32.0, 1000, {}, {}, {}, {}, {}, {}, {}});
+        journal.append(VariantInfo{"q", "rtn", "*=int4-g128-asym", 4.25, 200, {}, {}, {}, {}, {}, {}, {}});
         MetricsOptions mo;
         mo.variant_order = {"fp", "q"};
         write_report(compute_metrics(journal.records(), journal.variants(), mo), dir);
@@ -170,7 +170,7 @@ TEST_CASE("evaluator on SmolLM2: fp and an RTN int4 variant answer a few default
         CHECK(stats.generated == 4);
         CHECK(stats.tokens > 0);
         CHECK(evaluator.finished(name, data));
-        journal.append(VariantInfo{name, name == "fp" ? "fp" : "rtn", rules, m.model.weights().linear_bits_per_weight(), 0, {}, {}, {}, {}});
+        journal.append(VariantInfo{name, name == "fp" ? "fp" : "rtn", rules, m.model.weights().linear_bits_per_weight(), 0, {}, {}, {}, {}, {}, {}, {}});
     }
     REQUIRE(journal.records().size() == 8);
     for (const auto& r : journal.records()) {
