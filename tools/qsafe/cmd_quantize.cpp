@@ -6,6 +6,7 @@
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
 #include "qsafe/ptq/model_file.hpp"
+#include "qsafe/safety_setup.hpp"
 
 namespace qsafe_cli {
 
@@ -29,6 +30,12 @@ void add_quantize_command(CLI::App& app) {
                   "calibrate each block on the outputs of the already-quantized blocks before it (GPTQ's sequential mode)");
     cmd->add_flag("--no-ggml-types", no_ggml_types,
                   "store int4-g32-sym / int8-g32-sym layers in qsafe's layout instead of llama.cpp's Q4_0 / Q8_0");
+    static SafetyDataOptions safety;
+    static ProtectCliOptions protect;
+    static AllocateCliOptions allocate;
+    safety.add_to(*cmd);
+    protect.add_to(*cmd);
+    allocate.add_to(*cmd);
     cmd->add_option("-o,--output", output, "quantized model file to write (.gguf)")->required();
     cmd->callback([] {
         const auto start = std::chrono::steady_clock::now();
@@ -41,27 +48,60 @@ void add_quantize_command(CLI::App& app) {
             rules += ",output=" + std::string(qsafe::default_output_scheme);
         qsafe::VariantSpec v;
         v.name = std::filesystem::path(output).stem().string();
-        v.rules = rules;
         v.method = qsafe::parse_ptq_method(method);
         qsafe::LoadOptions lo;
         lo.chat_template_override = model.chat_template;
-        std::optional<qsafe::CalibrationStats> stats;
+        std::optional<qsafe::CalibrationStats> stats, utility_stats;
         std::optional<SequentialCalibration> seq;
-        if (qsafe::ptq_method_needs_calibration(v.method)) {
+        std::optional<qsafe::ProtectedWeights> plan;
+        std::string file_method = method;
+        const bool calibrated = qsafe::ptq_method_needs_calibration(v.method);
+        const bool need_utility = protect.mode == "wanda" || protect.mode == "safety";
+        const bool need_safety = protect.mode == "safety" || (allocate.enabled() && allocate.allocate == "safety");
+        if (calibrated || protect.enabled() || allocate.enabled()) {
             auto fp = qsafe::load_model(path, lo);
-            if (sequential) seq = sequential_calibration(fp, calib);
-            else stats = calibrate(fp, calib);
+            if (calibrated && sequential) seq = sequential_calibration(fp, calib);
+            if ((calibrated && !sequential) || need_utility) utility_stats = calibrate(fp, calib);
+            if (calibrated && !sequential) stats = utility_stats;  // plain RTN stays uncalibrated, protected or not
+            std::optional<qsafe::ResponseSet> safety_set;
+            if (need_safety) safety_set = safety_response_set(fp, safety);
+            if (allocate.enabled()) {
+                // The allocation overrides the rules for the tensors it covers (later rules win).
+                const auto allocation = allocate_schemes(fp, safety_set ? &*safety_set : nullptr, allocate, stats ? &*stats : nullptr);
+                rules += "," + allocation.rules();
+                file_method += "+allocate-" + allocate.allocate;
+            }
+            if (protect.enabled()) {
+                std::optional<qsafe::CalibrationStats> safety_stats;
+                if (protect.mode == "safety") safety_stats = response_set_stats(fp, *safety_set);
+                plan = qsafe::plan_protection(fp.model.mutable_weights(), safety_stats ? &*safety_stats : nullptr,
+                                              utility_stats ? &*utility_stats : nullptr, protect.options());
+                std::fprintf(stderr, "[protection (%s): %zu weights in %zu tensors kept in fp16]\n", protect.mode.c_str(), plan->total(),
+                             plan->indices.size());
+                file_method += "+protect-" + protect.mode;
+            }
         }
-        auto m = load_variant(path, v, stats ? &*stats : nullptr, model.chat_template, gptq, seq ? &*seq : nullptr);
+        v.rules = rules;
+        auto m = load_variant(path, v, stats ? &*stats : nullptr, model.chat_template, gptq, seq ? &*seq : nullptr, plan ? &*plan : nullptr);
         const auto source = qsafe::gguf::File::open(path);
         qsafe::QuantizedFileOptions file_options;
         file_options.ggml_types = !no_ggml_types;
         qsafe::save_quantized_model(output, source, m.model.weights(),
-                                    {method, rules, stats ? stats->description : seq ? seq->description : std::string()},
+                                    {file_method, rules, stats ? stats->description : seq ? seq->description : std::string()},
                                     file_options);
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        std::printf("wrote %s: method %s, rules %s, %.3f bits per weight (linear layers), %.1f MB, total time %s\n", output.c_str(),
-                    method.c_str(), rules.c_str(), m.model.weights().linear_bits_per_weight(),
+        // The blocks alone (the output layer usually stays at 8 bits and dominates small models' totals).
+        double block_bits = 0.0, block_params = 0.0;
+        for (const auto& layer : m.model.weights().layers)
+            for (const auto* l : {layer.wq.get(), layer.wk.get(), layer.wv.get(), layer.wo.get(), layer.w_gate.get(), layer.w_up.get(),
+                                  layer.w_down.get()}) {
+                block_bits += 8.0 * static_cast<double>(l->storage_bytes());
+                block_params += static_cast<double>(l->rows() * l->cols());
+            }
+        const std::string shown_rules = rules.size() > 160 ? rules.substr(0, 160) + "..." : rules;
+        std::printf("wrote %s: method %s, rules %s, %.3f bits per weight (linear layers; %.3f in the blocks), %.1f MB, total time %s\n",
+                    output.c_str(), file_method.c_str(), shown_rules.c_str(), m.model.weights().linear_bits_per_weight(),
+                    block_bits / block_params,
                     static_cast<double>(std::filesystem::file_size(output)) / 1e6, format_duration(el).c_str());
     });
 }

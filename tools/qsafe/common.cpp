@@ -126,7 +126,8 @@ qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptio
 
 qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
                                 const qsafe::CalibrationStats* stats, const std::string& chat_template,
-                                const qsafe::GptqOptions& gptq, const SequentialCalibration* sequential) {
+                                const qsafe::GptqOptions& gptq, const SequentialCalibration* sequential,
+                                const qsafe::ProtectedWeights* protect) {
     qsafe::LoadOptions lo;
     lo.chat_template_override = chat_template;
     if (!v.file.empty()) {
@@ -139,6 +140,7 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
     po.rules = qsafe::SchemeRules::parse(v.rules);
     po.method = v.method;
     po.gptq = gptq;
+    po.protected_weights = protect;
     const auto start = std::chrono::steady_clock::now();
     if (sequential && qsafe::ptq_method_needs_calibration(v.method)) {
         qsafe::SequentialOptions so;

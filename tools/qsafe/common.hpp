@@ -13,6 +13,7 @@
 #include "qsafe/calib/calibration_data.hpp"
 #include "qsafe/calib/calibration_stats.hpp"
 #include "qsafe/model/model_loader.hpp"
+#include "qsafe/ptq/protected_weights.hpp"
 #include "qsafe/ptq/variant.hpp"
 
 namespace qsafe_cli {
@@ -89,7 +90,8 @@ SequentialCalibration sequential_calibration(const qsafe::LoadedModel& fp, const
 /// copy; or, with `sequential`, calibration runs block by block through the variant). Prints progress with an ETA.
 qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const qsafe::VariantSpec& v,
                                 const qsafe::CalibrationStats* stats, const std::string& chat_template = {},
-                                const qsafe::GptqOptions& gptq = {}, const SequentialCalibration* sequential = nullptr);
+                                const qsafe::GptqOptions& gptq = {}, const SequentialCalibration* sequential = nullptr,
+                                const qsafe::ProtectedWeights* protect = nullptr);
 
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
