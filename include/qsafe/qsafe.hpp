@@ -43,7 +43,15 @@
 #include "qsafe/ptq/awq.hpp"
 #include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
+#include "qsafe/ptq/sequential.hpp"
 #include "qsafe/ptq/variant.hpp"
+
+#include "qsafe/safety/bit_allocation.hpp"
+#include "qsafe/safety/protection.hpp"
+#include "qsafe/safety/response_kl.hpp"
+#include "qsafe/safety/response_set.hpp"
+#include "qsafe/safety/sensitivity.hpp"
+#include "qsafe/safety/weight_scores.hpp"
 
 #include "qsafe/eval/combined_judge.hpp"
 #include "qsafe/eval/dataset.hpp"
@@ -54,5 +62,6 @@
 #include "qsafe/eval/model_judge.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
 #include "qsafe/eval/report.hpp"
+#include "qsafe/eval/safety_kl.hpp"
 #include "qsafe/eval/statistics.hpp"
 #include "qsafe/eval/svg_plot.hpp"

@@ -20,6 +20,7 @@
 #include "qsafe/eval/model_judge.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
 #include "qsafe/eval/report.hpp"
+#include "qsafe/eval/safety_kl.hpp"
 #include "qsafe/model/kl_divergence.hpp"
 #include "qsafe/safety/response_kl.hpp"
 
@@ -232,19 +233,7 @@ void add_eval_command(CLI::App& app) {
                 }
                 if (!a.no_safety_kl) {
                     if (!safety_ref) {
-                        // fp's answers to every harmful prompt of the run, in a fixed order (a resumed run
-                        // journals rows in a different order but must measure the same thing).
-                        std::vector<const qsafe::eval::ResponseRecord*> answers;
-                        for (const auto& r : journal.records())
-                            if (r.variant == "fp" && r.expected == qsafe::eval::Expected::harmful && !r.response.empty())
-                                answers.push_back(&r);
-                        std::sort(answers.begin(), answers.end(), [](auto* x, auto* y) {
-                            return std::tie(x->dataset, x->prompt_id) < std::tie(y->dataset, y->prompt_id);
-                        });
-                        safety_set.source = "fp-answers";
-                        for (const auto* r : answers)
-                            safety_set.sequences.push_back(qsafe::conversation_sequence(fp(), r->dataset + ":" + r->prompt_id, r->prompt,
-                                                                                        r->response, a.decoding.system_prompt));
+                        safety_set = qsafe::eval::reference_answer_set(journal.records(), fp(), "fp", a.decoding.system_prompt);
                         safety_ref = qsafe::record_response_reference(fp().model, safety_set, 128);
                     }
                     if (!safety_set.sequences.empty()) {
