@@ -162,7 +162,8 @@ void AllocateCliOptions::add_to(CLI::App& cmd) {
         ->capture_default_str();
     cmd.add_option("--candidates", candidates, "schemes a layer can get")->capture_default_str();
     cmd.add_option("--allocate-tensors", tensors, "tensors the allocation covers (globs); the rules give the rest")->capture_default_str();
-    cmd.add_option("--sensitivity-prompts", sensitivity_prompts, "safety answers used to measure sensitivity")->capture_default_str();
+    cmd.add_option("--sensitivity-prompts", sensitivity_prompts, "safety answers used to measure sensitivity (the shortest conversations)")
+        ->capture_default_str();
     cmd.add_option("--sensitivity-windows", utility_windows, "WikiText-2 windows used to measure utility sensitivity")->capture_default_str();
     cmd.add_option("--sensitivity-cache", cache, "resumable cache of the per-layer measurements (JSON lines)");
     cmd.add_option("--allocation-report", report, "write the allocation and the sensitivity table here (JSON)");
@@ -173,9 +174,17 @@ qsafe::BitAllocation allocate_schemes(qsafe::LoadedModel& fp, const qsafe::Respo
     qsafe::ResponseSet set;
     if (opt.allocate == "safety") {
         if (!safety_set) throw qsafe::config_error("--allocate safety needs the safety data");
-        set.source = safety_set->source + ":first=" + std::to_string(opt.sensitivity_prompts);
-        for (std::size_t i = 0; i < safety_set->sequences.size() && i < opt.sensitivity_prompts; ++i)
-            set.sequences.push_back(safety_set->sequences[i]);
+        // The shortest conversations: every measurement re-runs the model over all of them, and the
+        // answers (what the KL is taken on) have the same length whatever the prompt's.
+        std::vector<std::size_t> order(safety_set->sequences.size());
+        for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+        std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+            return safety_set->sequences[x].tokens.size() < safety_set->sequences[y].tokens.size();
+        });
+        order.resize(std::min(order.size(), opt.sensitivity_prompts));
+        std::sort(order.begin(), order.end());
+        set.source = safety_set->source + ":shortest=" + std::to_string(opt.sensitivity_prompts);
+        for (const std::size_t i : order) set.sequences.push_back(safety_set->sequences[i]);
     } else {
         set = utility_response_set(fp, opt.utility_windows, opt.utility_length, 7);
     }
