@@ -263,6 +263,15 @@ TEST_CASE("sensitivity: the cached partial re-run equals a full forward with onl
     // A second run reads every measurement from the cache.
     const auto again = measure_sensitivity(fp, set, ref, so);
     for (std::size_t i = 0; i < table.layers.size(); ++i) CHECK(again.layers[i].kl == table.layers[i].kl);
+
+    // A subset of the tensors, by scheme-rule globs.
+    so.tensors = "blk.1.*,output";
+    so.cache.clear();
+    const auto subset = measure_sensitivity(fp, set, ref, so);
+    REQUIRE(subset.layers.size() == 8);
+    CHECK(subset.layers.front().tensor == "blk.1.attn_q.weight");
+    CHECK(subset.layers.back().tensor == "output.weight");
+    CHECK(subset.layers.back().kl == table.layers.back().kl);
     std::filesystem::remove_all(dir);
 }
 

@@ -82,6 +82,18 @@ inline std::size_t block_of(const std::string& tensor, std::size_t n_layers) {
     return n_layers;  // output layer: after the last block
 }
 
+/// "blk.*,output" (scheme-rule globs) as rules mapping the selected tensors to "measure".
+inline SchemeRules tensor_selection(const std::string& globs) {
+    std::string rules = "*=skip";
+    std::size_t start = 0;
+    while (start <= globs.size()) {
+        const std::size_t end = std::min(globs.find(',', start), globs.size());
+        if (end > start) rules += "," + globs.substr(start, end - start) + "=measure";
+        start = end + 1;
+    }
+    return SchemeRules::parse(rules);
+}
+
 inline std::string sensitivity_key(const std::string& source, const std::string& tensor, const std::string& scheme) {
     return source + "\t" + tensor + "\t" + scheme;
 }
@@ -120,16 +132,9 @@ inline SensitivityTable measure_sensitivity(LlamaModel& model, const ResponseSet
     std::vector<KvCache> caches;
     auto layers = detail::linear_layers(model.mutable_weights());
     std::vector<std::pair<std::string, std::unique_ptr<QuantizedLinear>*>> measured;
-    const SchemeRules selection = SchemeRules::parse("*=fp32," + [&] {
-        std::string r;
-        for (std::size_t pos = 0, end; pos <= opt.tensors.size(); pos = end + 1) {
-            end = std::min(opt.tensors.find(',', pos), opt.tensors.size());
-            if (end > pos) r += (r.empty() ? "" : ",") + opt.tensors.substr(pos, end - pos) + "=x";
-        }
-        return r;
-    }());
+    const SchemeRules selection = detail::tensor_selection(opt.tensors);
     for (const auto& l : layers)
-        if (selection.scheme_for(l.first) == "x") measured.push_back(l);
+        if (selection.scheme_for(l.first) == "measure") measured.push_back(l);
 
     std::size_t needed_blocks = n_layers;
     for (const auto& [name, layer] : measured) needed_blocks = std::min(needed_blocks, detail::block_of(name, n_layers));
