@@ -17,17 +17,13 @@
 #include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 
+#include "common/model_fixtures.hpp"
+
 using namespace qsafe;
+using test_fixtures::load_fp;
+using test_fixtures::temp_dir;
 
 namespace {
-std::filesystem::path temp_dir(const std::string& name) {
-    auto dir = std::filesystem::temp_directory_path() / ("qsafe_test_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    return dir;
-}
-LlamaWeights load_fp(const gguf::File& file, GgmlBlockLayers blocks = GgmlBlockLayers::qsafe_files) {
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file, blocks), rtn_builder(SchemeRules::parse("*=fp32")));
-}
 RowMatrixF all_logits(LlamaModel& m, const std::vector<std::int32_t>& tokens) {
     KvCache cache = m.new_cache();
     return m.forward_sequence(cache, tokens, true);

@@ -11,17 +11,13 @@
 #include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 
+#include "common/model_fixtures.hpp"
+
 using namespace qsafe;
+using test_fixtures::load_fp;
+using test_fixtures::temp_dir;
 
 namespace {
-std::filesystem::path temp_dir(const std::string& name) {
-    auto dir = std::filesystem::temp_directory_path() / ("qsafe_test_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    return dir;
-}
-LlamaWeights load_fp(const gguf::File& file) {
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse("*=fp32")));
-}
 std::vector<std::vector<std::int32_t>> random_samples(std::size_t n, std::size_t len, std::size_t vocab, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
     std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(vocab) - 1);

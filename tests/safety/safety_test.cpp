@@ -18,17 +18,13 @@
 #include "qsafe/safety/response_kl.hpp"
 #include "qsafe/safety/sensitivity.hpp"
 
+#include "common/model_fixtures.hpp"
+
 using namespace qsafe;
+using test_fixtures::load_fp;
+using test_fixtures::temp_dir;
 
 namespace {
-std::filesystem::path temp_dir(const std::string& name) {
-    auto dir = std::filesystem::temp_directory_path() / ("qsafe_test_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    return dir;
-}
-LlamaWeights load_fp(const gguf::File& file) {
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse("*=fp32")));
-}
 /// Conversations of random tokens: a "prompt" of 6-9 tokens and a "response" of 5-12.
 ResponseSet random_conversations(std::size_t n, std::size_t vocab, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
