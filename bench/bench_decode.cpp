@@ -68,6 +68,48 @@ void bm_decode(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * 32);
 }
 
+/// Decoding 32 tokens for each of `batch` sequences together (one decode_step per token, GEMM kernels),
+/// after a 48-token prompt per sequence: the evaluator's batched generation. Items are generated tokens,
+/// so items/s compared across batch sizes is the batching speed-up.
+void bm_decode_batch(benchmark::State& state) {
+    qsafe::LoadedModel* m = model_for(schemes[state.range(0)]);
+    if (!m) return state.SkipWithError("model not found; run scripts/fetch_model.sh");
+    qsafe::set_num_threads(static_cast<int>(state.range(1)));
+    qsafe::set_activation_precision(qsafe::ActivationPrecision::automatic);
+    const auto batch = static_cast<std::size_t>(state.range(2));
+    state.SetLabel(std::string(schemes[state.range(0)]) + " batch " + std::to_string(batch));
+    for (auto _ : state) {
+        state.PauseTiming();
+        std::vector<qsafe::KvCache> caches;
+        std::vector<qsafe::KvCache*> step_caches;
+        std::vector<qsafe::TokenSlot> slots;
+        caches.reserve(batch);
+        for (std::size_t b = 0; b < batch; ++b) caches.push_back(m->model.new_cache());
+        for (std::size_t b = 0; b < batch; ++b) {
+            step_caches.push_back(&caches[b]);
+            for (int i = 0; i < 48; ++i)
+                slots.push_back({&caches[b], static_cast<std::int32_t>(200 + 31 * (i + 7 * b) % 20000), i == 47});
+        }
+        m->model.forward(slots);
+        state.ResumeTiming();
+        std::vector<std::int32_t> tokens(batch, 504);
+        for (int i = 0; i < 32; ++i) {
+            const qsafe::RowMatrixF logits = m->model.decode_step(step_caches, tokens);
+            for (std::size_t b = 0; b < batch; ++b) tokens[b] = static_cast<std::int32_t>((i + b) % 2 == 0 ? 330 : 1100);
+            benchmark::DoNotOptimize(logits.data());
+        }
+    }
+    state.SetItemsProcessed(state.iterations() * 32 * static_cast<std::int64_t>(batch));
+}
+
+void batch_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"scheme", "threads", "batch"});
+    for (int s = 0; s < 4; ++s)
+        for (int t : {1, 2})
+            for (int n : {1, 8, 32, 64}) b->Args({s, t, n});
+    b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
 void args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"scheme", "threads", "int8act"});
     for (int s = 0; s < 4; ++s)
@@ -81,4 +123,5 @@ void args(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(bm_prefill)->Apply(args);
 BENCHMARK(bm_decode)->Apply(args);
+BENCHMARK(bm_decode_batch)->Apply(batch_args);
 BENCHMARK_MAIN();

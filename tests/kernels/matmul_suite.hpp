@@ -120,9 +120,10 @@ TEST_CASE_TEMPLATE_DEFINE("gemv/gemm: zero matrix, large values", S, matmul_edge
         for (ActivationPrecision p : {ActivationPrecision::fp32, ActivationPrecision::int8}) {
             RowMatrixF y = RowMatrixF::Constant(3, 11, 1.0f);
             gemm(w, x, y, MatmulOptions{p});
-            // The int8 path subtracts the zero-point term computed separately: rounding leaves ~1e-7.
+            // The int8 path subtracts the zero-point term, summed per group, from the code term, summed per
+            // chunk: two float sums of the same value that differ by rounding only (~1e-5 here).
             if (kernels::kernel_path<xsimd::default_arch, S>(p) == kernels::KernelPath::int8_chunks)
-                CHECK(y.cwiseAbs().maxCoeff() <= 1e-5f);
+                CHECK(y.cwiseAbs().maxCoeff() <= 5e-5f);
             else
                 CHECK(y.cwiseAbs().maxCoeff() == 0.0f);
         }

@@ -51,7 +51,7 @@ struct Int8Activations {
     std::size_t groups = 0;
     std::size_t chunks_per_group = 0;
     aligned_vector<std::int8_t> q;
-    aligned_vector<float> d;
+    aligned_vector<float> d;  // batch x chunks, then 8 zeros of padding
     aligned_vector<float> group_sums;
 
     const std::int8_t* chunk(std::size_t n, std::size_t c) const noexcept {
@@ -88,7 +88,8 @@ void quantize_activations(ConstMatrixView x, ChunkOrder order, std::size_t chunk
     out.groups = groups;
     out.chunks_per_group = chunks_per_group;
     out.q.assign(out.batch * out.chunks * chunk_codes, 0);
-    out.d.assign(out.batch * out.chunks, 0.0f);
+    // Padded by one vector so that kernels may load eight chunk scales at the end of the last row.
+    out.d.assign(out.batch * out.chunks + 8, 0.0f);
     out.group_sums.assign(out.batch * groups, 0.0f);
     const detail::ChunkPositions& pos = detail::positions_for(order);
     parallel_for(out.batch, [&](std::size_t n) {

@@ -1,12 +1,15 @@
 #pragma once
 // Integer kernel for uniform grids on x86 (AVX2 / AVX-512BW): a tile of RowTile weight rows times
 // BatchTile activation vectors. Per 32-code chunk each row's codes are decoded once (shift + mask per
-// plane, kernels/arch/x86_int8.hpp) and dotted with every activation vector of the tile (maddubs + madd, or
-// vpdpbusd); the int32 sums are scaled by the chunk's activation scale into a per-group float accumulator,
-// which is scaled by the group's weight scale at the end of the group. The zero point enters once per row:
-//     y = sum_g s_g * (sum_{c in g} d_c * sum (q - o) x_q  -  (z_g - o) * sum_{c in g} d_c * sum x_q)
-// (o = 128 for 8-bit codes, which are used signed, else 0).
+// plane, kernels/arch/x86_int8.hpp), made signed (q - z, the group's zero point, for fewer than 8 bits;
+// q - 128 for 8 bits) and dotted with every activation vector of the tile (maddubs + madd, or vpdpbusd);
+// the int32 sums, converted to float, are multiplied by (weight scale of the chunk's group x activation
+// scale of the chunk) into one accumulator per row and vector:
+//     y = sum_c s_g(c) * d_c * sum (q - z) x_q
+// 8-bit codes span 0..255, so q - z does not fit a signed byte; their zero point enters once per row:
+//     y = sum_c s_g(c) * d_c * sum (q - 128) x_q  -  sum_g s_g (z_g - 128) * sum_{c in g} d_c * sum x_q
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 
 #include "qsafe/core/matrix_view.hpp"
@@ -19,33 +22,42 @@ namespace qsafe::kernels {
 #if XSIMD_WITH_AVX2
 namespace detail {
 
-/// sum_g s_g * (z_g - o) * group_sums[g] for row r: the zero-point (and 8-bit offset) term.
-template <class Arch, QuantScheme S>
-float int8_zero_term(const QuantizedMatrix<S>& w, std::size_t r, const float* group_sums) noexcept {
+/// For 8-bit codes: out[n] = sum_g s_g * (z_g - 128) * group_sums(n0 + n)[g] for row r and every vector of
+/// the batch tile (the zero-point term), each group's coefficient computed once per row and tile.
+template <class Arch, QuantScheme S, int BatchTile>
+void int8_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const Int8Activations& a, std::size_t n0,
+                     float (&out)[BatchTile]) noexcept {
     using x86::f8;
+    static_assert(S::bits == 8, "codes of fewer bits carry their zero point in the integer product");
     constexpr float offset = static_cast<float>(x86::int8_code_offset<S::bits>);
     constexpr float symmetric_zero = static_cast<float>(S::levels / 2);
-    if constexpr (!S::asymmetric && S::levels / 2 == x86::int8_code_offset<S::bits>) return 0.0f;
     const std::size_t groups = w.groups_per_row;
     const auto* scales = w.scales.data() + r * groups;
-    f8 acc(0.0f);
+    f8 acc[BatchTile];
+    for (auto& v : acc) v = f8(0.0f);
     std::size_t g = 0;
     for (; g + f8::size <= groups; g += f8::size) {
         f8 zero(symmetric_zero);
         if constexpr (S::asymmetric) zero = x86::load_u8x8(w.zeros.data() + r * groups + g);
-        acc = xsimd::fma(x86::load_scales8(scales + g) * (zero - f8(offset)), f8::load_unaligned(group_sums + g), acc);
+        const f8 coefficient = x86::load_scales8(scales + g) * (zero - f8(offset));
+        for (int n = 0; n < BatchTile; ++n)
+            acc[n] = xsimd::fma(coefficient, f8::load_unaligned(a.sums(n0 + static_cast<std::size_t>(n)) + g), acc[n]);
     }
-    float sum = xsimd::hadd(acc);
+    for (int n = 0; n < BatchTile; ++n) out[n] = xsimd::hadd(acc[n]);
     for (; g < groups; ++g) {
         const float zero = S::asymmetric ? static_cast<float>(w.zero_point(r, g)) : symmetric_zero;
-        sum += x86::load_scale(scales[g]) * (zero - offset) * group_sums[g];
+        const float coefficient = x86::load_scale(scales[g]) * (zero - offset);
+        for (int n = 0; n < BatchTile; ++n) out[n] += coefficient * a.sums(n0 + static_cast<std::size_t>(n))[g];
     }
-    return sum;
 }
 
 }  // namespace detail
 
 /// y(n0 + n, r0 + r) = row (r0 + r) . activation (n0 + n), without outliers, for r < RowTile, n < BatchTile.
+/// Chunks are taken eight at a time: for each the weight scale of its group times the activation scale of
+/// the chunk is one factor (computed as vectors and broadcast from the stack inside the chunk loop, a load
+/// rather than an ALU op), so the accumulators are the only registers held across chunks: RowTile x
+/// BatchTile of them, which for the 2 x 4 tile leaves room for codes and activations in AVX2's sixteen.
 template <class Arch, QuantScheme S, int RowTile, int BatchTile>
 void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activations& a, std::size_t n0,
                MatrixView y) noexcept {
@@ -70,85 +82,67 @@ void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activation
     for (auto& row : acc)
         for (auto& v : row) v = f8(0.0f);
 
-    if constexpr (!S::per_channel && S::group_size == chunk_codes) {
-        // One chunk per group: fold weight and activation scales into one factor per chunk, computed eight
-        // chunks at a time and broadcast from the stack (a load, not an ALU op) inside the chunk loop.
-        for (std::size_t c0 = 0; c0 < chunks; c0 += f8::size) {
-            const std::size_t count = std::min<std::size_t>(f8::size, chunks - c0);
-            alignas(32) float factor[RowTile][BatchTile][f8::size];
-            for (int r = 0; r < RowTile; ++r) {
-                const auto* scales = w.scales.data() + (r0 + static_cast<std::size_t>(r)) * groups + c0;
-                f8 s;
-                if (count == f8::size) {
-                    s = x86::load_scales8(scales);
-                } else {
-                    alignas(32) float tail[f8::size] = {};
-                    for (std::size_t k = 0; k < count; ++k) tail[k] = x86::load_scale(scales[k]);
-                    s = f8::load_aligned(tail);
-                }
-                for (int n = 0; n < BatchTile; ++n) {
-                    const float* d = &a.d[(n0 + static_cast<std::size_t>(n)) * chunks + c0];
-                    f8 dv;
-                    if (count == f8::size) {
-                        dv = f8::load_unaligned(d);
-                    } else {
-                        alignas(32) float tail[f8::size] = {};
-                        std::copy(d, d + count, tail);
-                        dv = f8::load_aligned(tail);
-                    }
-                    (s * dv).store_aligned(factor[r][n]);
-                }
+    // Chunks per group are 1, 2 or 4 for the usual group sizes (32, 64, 128), or the whole row per channel:
+    // then chunk c's group is c >> group_shift and the eight scales of a window are one permute of a load.
+    const bool one_group = groups == 1;
+    const bool shiftable = one_group || std::has_single_bit(per_group);
+    const int group_shift = one_group || !shiftable ? 0 : std::countr_zero(per_group);
+    const auto group_of = [&](std::size_t c) noexcept {
+        return one_group ? std::size_t{0} : shiftable ? c >> group_shift : c / per_group;
+    };
+    const std::size_t scale_count = w.scales.size();
+    for (std::size_t c0 = 0; c0 < chunks; c0 += f8::size) {
+        const std::size_t count = std::min<std::size_t>(f8::size, chunks - c0);
+        const std::size_t g0 = group_of(c0);
+        // Lane k's offset from g0 to its chunk's group: a permutation index shared by the rows of the tile.
+        const __m256i lane_group = one_group ? _mm256_setzero_si256()
+                                             : _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                                 group_shift);
+        alignas(32) float factor[RowTile][BatchTile][f8::size];
+        std::uint8_t zero[RowTile][f8::size];
+        for (int r = 0; r < RowTile; ++r) {
+            const std::size_t row = r0 + static_cast<std::size_t>(r);
+            const std::size_t first_scale = row * groups + g0;
+            // Each chunk's group scale, built in registers (scalar stores then a vector load would stall
+            // store forwarding on every tile); near the end of the scale buffer, one scale at a time.
+            f8 s;
+            if (shiftable && first_scale + f8::size <= scale_count) {
+                s = _mm256_permutevar8x32_ps(x86::load_scales8(w.scales.data() + first_scale), lane_group);
+            } else {
+                alignas(32) float chunk_scale[f8::size] = {};
+                for (std::size_t k = 0; k < count; ++k)
+                    chunk_scale[k] = x86::load_scale(w.scales[first_scale + group_of(c0 + k) - g0]);
+                s = f8::load_aligned(chunk_scale);
             }
-            auto accumulate = [&](std::size_t c, int r, __m256i q) {
-                for (int n = 0; n < BatchTile; ++n) {
-                    const __m256i xq = x86::load_bytes(a.chunk(n0 + static_cast<std::size_t>(n), c));
-                    acc[r][n] = xsimd::fma(x86::dot_chunk<bits>(q, xq), f8(factor[r][n][c - c0]), acc[r][n]);
-                }
-            };
-            const std::size_t c_full = std::min(c0 + count, full_chunks);
-            for (std::size_t c = c0; c < c_full; ++c)
-                for (int r = 0; r < RowTile; ++r)
-                    accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
-            if (c0 + count > full_chunks)
-                for (int r = 0; r < RowTile; ++r)
-                    accumulate(full_chunks, r,
-                               x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
-                                                            high[r] + full_chunks * high_step));
+            for (std::size_t k = 0; k < count; ++k)
+                zero[r][k] = static_cast<std::uint8_t>(
+                    S::asymmetric ? w.zero_point(row, group_of(c0 + k)) : S::levels / 2);
+            for (int n = 0; n < BatchTile; ++n)
+                (s * f8::load_unaligned(&a.d[(n0 + static_cast<std::size_t>(n)) * chunks + c0])).store_aligned(factor[r][n]);
         }
-    } else {
-        for (std::size_t g = 0; g < groups; ++g) {
-            const std::size_t c_begin = g * per_group;
-            const std::size_t c_end = std::min(c_begin + per_group, chunks);
-            f8 part[RowTile][BatchTile];
-            for (auto& row : part)
-                for (auto& v : row) v = f8(0.0f);
-            auto accumulate = [&](std::size_t c, int r, __m256i q) {
-                for (int n = 0; n < BatchTile; ++n) {
-                    const std::size_t nn = n0 + static_cast<std::size_t>(n);
-                    const __m256i xq = x86::load_bytes(a.chunk(nn, c));
-                    part[r][n] = xsimd::fma(x86::dot_chunk<bits>(q, xq), f8(a.scale(nn, c)), part[r][n]);
-                }
-            };
-            const std::size_t c_full = std::min(c_end, full_chunks);
-            for (std::size_t c = c_begin; c < c_full; ++c)
-                for (int r = 0; r < RowTile; ++r)
-                    accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
-            if (c_end > full_chunks)  // last chunk of a row with an odd number of units
-                for (int r = 0; r < RowTile; ++r)
-                    accumulate(full_chunks, r,
-                               x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
-                                                            high[r] + full_chunks * high_step));
-            for (int r = 0; r < RowTile; ++r) {
-                const f8 s(x86::load_scale(w.scales[(r0 + static_cast<std::size_t>(r)) * groups + g]));
-                for (int n = 0; n < BatchTile; ++n) acc[r][n] = xsimd::fma(s, part[r][n], acc[r][n]);
+        auto accumulate = [&](std::size_t c, int r, __m256i q) {
+            const __m256i wq = x86::signed_codes<bits>(q, zero[r][c - c0]);
+            for (int n = 0; n < BatchTile; ++n) {
+                const __m256i xq = x86::load_bytes(a.chunk(n0 + static_cast<std::size_t>(n), c));
+                acc[r][n] = xsimd::fma(x86::dot_signed_chunk(wq, xq), f8(factor[r][n][c - c0]), acc[r][n]);
             }
-        }
+        };
+        const std::size_t c_full = std::min(c0 + count, full_chunks);
+        for (std::size_t c = c0; c < c_full; ++c)
+            for (int r = 0; r < RowTile; ++r)
+                accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+        if (c0 + count > full_chunks)  // last chunk of a row with an odd number of 16-code units
+            for (int r = 0; r < RowTile; ++r)
+                accumulate(full_chunks, r,
+                           x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step, high[r] + full_chunks * high_step));
     }
-    for (int r = 0; r < RowTile; ++r)
-        for (int n = 0; n < BatchTile; ++n) {
-            const std::size_t rr = r0 + static_cast<std::size_t>(r), nn = n0 + static_cast<std::size_t>(n);
-            y(nn, rr) = xsimd::hadd(acc[r][n]) - detail::int8_zero_term<Arch>(w, rr, a.sums(nn));
-        }
+    for (int r = 0; r < RowTile; ++r) {
+        const std::size_t rr = r0 + static_cast<std::size_t>(r);
+        float zero_terms[BatchTile] = {};
+        if constexpr (S::bits == 8 && (S::asymmetric || S::levels / 2 != x86::int8_code_offset<8>))
+            detail::int8_zero_terms<Arch>(w, rr, a, n0, zero_terms);
+        for (int n = 0; n < BatchTile; ++n) y(n0 + static_cast<std::size_t>(n), rr) = xsimd::hadd(acc[r][n]) - zero_terms[n];
+    }
 }
 #endif  // XSIMD_WITH_AVX2
 

@@ -153,32 +153,33 @@ inline __m256i decode_half_chunk(const std::uint8_t* low, const std::uint8_t* hi
     return decode_chunk<Bits>(lo, hi);
 }
 
-/// Code offset folded into the integer dot product: 8-bit codes are used as signed q - 128 so that
-/// maddubs cannot saturate (|q - 128| <= 128, |x| <= 127).
+/// Offset of 8-bit codes in the integer dot product: they are used as signed q - 128 so that maddubs
+/// cannot saturate (|q - 128| <= 128, |x| <= 127); their zero point is applied outside (see signed_codes).
 template <int Bits>
 inline constexpr int int8_code_offset = Bits == 8 ? 128 : 0;
 
-/// sum over the chunk of (q - offset) * x, as 8 int32 partial sums converted to float.
-template <int Bits>
-inline f8 dot_chunk(__m256i q, __m256i x) noexcept {
-    __m256i sums;
-    if constexpr (Bits == 8) {
-        const __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
-        const __m256i uw = _mm256_sign_epi8(ws, ws);  // |q - 128| as unsigned bytes (128 stays 0x80)
-        const __m256i sx = _mm256_sign_epi8(x, ws);
+/// sum over the chunk of w * x for signed weights w (|w| <= 128, so w = -128 works too) and int8 x, as 8
+/// int32 partial sums converted to float. maddubs wants one unsigned operand: |w| times x with w's sign.
+inline f8 dot_signed_chunk(__m256i w, __m256i x) noexcept {
+    const __m256i uw = _mm256_sign_epi8(w, w);  // |w| as unsigned bytes (-128 stays 0x80 = 128)
+    const __m256i sx = _mm256_sign_epi8(x, w);
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, sx);
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), uw, sx);
 #else
-        sums = _mm256_madd_epi16(_mm256_maddubs_epi16(uw, sx), _mm256_set1_epi16(1));
+    const __m256i sums = _mm256_madd_epi16(_mm256_maddubs_epi16(uw, sx), _mm256_set1_epi16(1));
 #endif
-    } else {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-        sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, x);
-#else
-        sums = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
-#endif
-    }
     return _mm256_cvtepi32_ps(sums);
+}
+
+/// The chunk's codes as signed bytes for dot_signed_chunk. With fewer than 8 bits, q - z (|q - z| < 128):
+/// the zero point is applied exactly inside the integer product. 8-bit codes cannot carry their zero point
+/// (q - z spans -255..255); they are used as q - 128 and the kernel subtracts the rest per group.
+template <int Bits>
+inline __m256i signed_codes(__m256i q, [[maybe_unused]] std::uint8_t zero) noexcept {
+    if constexpr (Bits == 8)
+        return _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
+    else
+        return _mm256_sub_epi8(q, _mm256_set1_epi8(static_cast<char>(zero)));
 }
 
 inline __m256i load_bytes(const std::int8_t* p) noexcept { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
