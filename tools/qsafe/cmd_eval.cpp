@@ -203,10 +203,20 @@ void add_eval_command(CLI::App& app) {
             }
             qsafe::eval::LlamaChatModel chat(*m);
             for (const auto& d : datasets) {
+                const qsafe::GenerationStats before = chat.generation_stats();
                 const auto s = evaluator.run(spec.name, chat, d);
+                const qsafe::GenerationStats& after = chat.generation_stats();
+                const auto rate = [](std::size_t tokens, double seconds) { return seconds > 0.0 ? static_cast<double>(tokens) / seconds : 0.0; };
                 if (s.generated > 0)
-                    std::fprintf(stderr, "[%s / %s: %zu answers, %zu tokens in %.1fs = %.1f tok/s]\n", spec.name.c_str(),
-                                 std::string(d.name()).c_str(), s.generated, s.tokens, s.seconds, s.tokens_per_second());
+                    std::fprintf(stderr,
+                                 "[%s / %s: %zu answers, %zu tokens in %.1fs = %.1f tok/s; prefill %zu tokens at %.1f tok/s, "
+                                 "decode %zu tokens at %.1f tok/s (batch %zu)]\n",
+                                 spec.name.c_str(), std::string(d.name()).c_str(), s.generated, s.tokens, s.seconds, s.tokens_per_second(),
+                                 after.prompt_tokens - before.prompt_tokens,
+                                 rate(after.prompt_tokens - before.prompt_tokens, after.prefill_seconds - before.prefill_seconds),
+                                 after.generated_tokens - before.generated_tokens,
+                                 rate(after.generated_tokens - before.generated_tokens, after.decode_seconds - before.decode_seconds),
+                                 a.decoding.max_batch);
             }
             if (!have_info) {
                 qsafe::eval::VariantInfo info;

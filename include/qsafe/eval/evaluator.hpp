@@ -73,17 +73,20 @@ class LlamaChatModel {
         g.max_new_tokens = d.max_new_tokens;
         g.max_batch = d.max_batch;
         g.sampling = d.sampling;
-        GenerationStats stats;
-        generate(m_.model, m_.tokenizer, prompts, g, &stats, [&](std::size_t i, const GenerationResult& r) {
+        generate(m_.model, m_.tokenizer, prompts, g, &stats_, [&](std::size_t i, const GenerationResult& r) {
             on_done(i, GeneratedResponse{r.text, r.prompt_tokens, r.tokens.size(), r.stop != qsafe::StopReason::end_of_generation});
         });
     }
     std::vector<std::int32_t> encode_response(std::string_view text) const {
         return m_.tokenizer.encode(text, {.add_bos = false, .parse_special = false, .add_eos = false});
     }
+    /// Prompt and generated tokens and the time spent on each (prefill, batched decode steps) so far:
+    /// the decode rate is what batching speeds up; the evaluator's overall rate also pays for prefill.
+    const GenerationStats& generation_stats() const noexcept { return stats_; }
 
   private:
     LoadedModel& m_;
+    GenerationStats stats_;
 };
 static_assert(ChatGenerator<LlamaChatModel>);
 
