@@ -56,6 +56,9 @@ void add_quantize_command(CLI::App& app) {
         std::optional<qsafe::ProtectedWeights> plan;
         std::string file_method = method;
         const bool calibrated = qsafe::ptq_method_needs_calibration(v.method);
+        if (sequential && !calibrated)
+            std::fprintf(stderr, "warning: --sequential has no effect with --method %s, which uses no calibration statistics\n",
+                         method.c_str());
         const bool need_utility = protect.mode == "wanda" || protect.mode == "safety";
         const bool need_safety = protect.mode == "safety" || (allocate.enabled() && allocate.allocate == "safety");
         if (calibrated || protect.enabled() || allocate.enabled()) {

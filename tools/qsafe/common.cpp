@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "qsafe/calib/collect.hpp"
+#include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/ptq/sequential.hpp"
 
 
@@ -75,6 +76,12 @@ std::string format_duration(double seconds) {
     return buf;
 }
 
+bool is_dataset_name(std::string_view source) {
+    for (const auto& schema : qsafe::eval::dataset_schemas())
+        if (schema.name == source) return true;
+    return false;
+}
+
 std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
     std::vector<std::vector<std::int32_t>> samples;
     if (opt.source.starts_with("prompts:")) {
@@ -84,8 +91,21 @@ std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedMo
         for (std::string line; std::getline(lines, line);)
             if (!line.empty()) prompts.push_back(line);
         samples = qsafe::prompt_samples(fp.tokenizer, fp.chat_template, prompts, opt.samples);
+    } else if (is_dataset_name(opt.source)) {
+        // The prompts of an evaluation dataset (harmful or benign), each formatted as a user turn.
+        qsafe::eval::DataOptions d;
+        d.source_dir = QSAFE_SOURCE_DIR;
+        std::vector<std::string> prompts;
+        for (const auto& row : qsafe::eval::load_named_dataset(opt.source, d)) prompts.emplace_back(row.prompt);
+        samples = qsafe::prompt_samples(fp.tokenizer, fp.chat_template, prompts, opt.samples);
     } else {
         const std::filesystem::path path = opt.source == "wikitext2" ? data_dir() / "wikitext2" / "test.txt" : std::filesystem::path(opt.source);
+        if (opt.source != "wikitext2" && !std::filesystem::exists(path)) {
+            std::string known;
+            for (const auto& schema : qsafe::eval::dataset_schemas()) known += ", " + schema.name;
+            throw qsafe::config_error("--calib " + opt.source + ": no such text file, and not wikitext2, prompts:<file> or a dataset (" +
+                                      known.substr(2) + ")");
+        }
         std::string text = read_text_file(path);
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
         samples = qsafe::text_samples(tokens, opt.samples);

@@ -51,13 +51,14 @@ std::filesystem::path data_dir();
 
 /// Calibration options of `quantize`, `compare` and `eval`.
 struct CalibrationOptions {
-    std::string source = "wikitext2";  // "wikitext2", a .txt file, or "prompts:<file>" (one prompt per line)
+    std::string source = "wikitext2";  // "wikitext2", a dataset name, a .txt file, or "prompts:<file>" (one prompt per line)
     qsafe::SampleOptions samples;
     std::string load_stats, save_stats;
 
     /// `plain_seed`: also accept --seed (quantize, compare); eval uses --seed for its row sampling.
     void add_to(CLI::App& cmd, bool plain_seed = true) {
-        cmd.add_option("--calib", source, "calibration data: wikitext2, a .txt file, or prompts:<file> (one chat prompt per line)")
+        cmd.add_option("--calib", source, "calibration data: wikitext2, an evaluation dataset's prompts as chat turns (advbench, harmbench, xstest, "
+                       "default, ...; see qsafe eval --help), a .txt file, or prompts:<file> (one chat prompt per line)")
             ->capture_default_str();
         cmd.add_option("--calib-samples", samples.samples, "calibration sequences")->capture_default_str();
         cmd.add_option("--calib-len", samples.length, "tokens per calibration sequence")->capture_default_str();
