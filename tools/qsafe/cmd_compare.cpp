@@ -56,6 +56,8 @@ void add_compare_command(CLI::App& app) {
             specs.push_back(qsafe::parse_variant(v));
             need_calibration |= specs.back().file.empty() && qsafe::ptq_method_needs_calibration(specs.back().method);
         }
+        check_variants(specs);
+        if (need_calibration) check_calibration_source(calib);
         if (sequential && !need_calibration)
             std::fprintf(stderr, "warning: --sequential has no effect: no variant uses calibration statistics (rtn and files)\n");
         qsafe::LoadOptions lo;

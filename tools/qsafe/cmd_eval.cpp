@@ -99,6 +99,7 @@ void add_eval_command(CLI::App& app) {
         for (const auto& v : a.extra_variants) specs.push_back(qsafe::parse_variant(v));
         std::stable_partition(specs.begin(), specs.end(), [](const qsafe::VariantSpec& v) { return v.name == "fp"; });
         if (specs.empty() || specs.front().name != "fp") specs.insert(specs.begin(), qsafe::parse_variant("fp"));
+        check_variants(specs);
         for (std::size_t i = 0; i < specs.size(); ++i)
             for (std::size_t j = 0; j < i; ++j)
                 if (specs[i].name == specs[j].name) throw qsafe::config_error("variant '" + specs[i].name + "' is listed twice");

@@ -56,6 +56,7 @@ void add_quantize_command(CLI::App& app) {
         std::optional<qsafe::ProtectedWeights> plan;
         std::string file_method = method;
         const bool calibrated = qsafe::ptq_method_needs_calibration(v.method);
+        if (calibrated || protect.mode == "wanda" || protect.mode == "safety") check_calibration_source(calib);
         if (sequential && !calibrated)
             std::fprintf(stderr, "warning: --sequential has no effect with --method %s, which uses no calibration statistics\n",
                          method.c_str());

@@ -67,6 +67,22 @@ std::string CalibrationOptions::describe() const {
            std::to_string(samples.seed);
 }
 
+void check_variants(const std::vector<qsafe::VariantSpec>& specs) {
+    for (const auto& v : specs) {
+        if (!v.file.empty()) {
+            if (!std::filesystem::is_regular_file(v.file))
+                throw qsafe::config_error("variant '" + v.name + "': " + v.file.string() + ": no such file");
+            continue;
+        }
+        try {
+            const auto rules = qsafe::SchemeRules::parse(v.rules);
+            for (const auto& rule : rules.rules()) qsafe::resolve_scheme(rule.scheme);
+        } catch (const qsafe::config_error& e) {
+            throw qsafe::config_error("variant '" + v.name + "': " + e.what());
+        }
+    }
+}
+
 std::string format_duration(double seconds) {
     const long s = static_cast<long>(seconds + 0.5);
     char buf[32];
@@ -82,7 +98,20 @@ bool is_dataset_name(std::string_view source) {
     return false;
 }
 
+void check_calibration_source(const CalibrationOptions& opt) {
+    if (opt.source == "wikitext2" || is_dataset_name(opt.source)) return;
+    const bool prompts = opt.source.starts_with("prompts:");
+    const std::filesystem::path path = prompts ? opt.source.substr(8) : opt.source;
+    if (std::filesystem::is_regular_file(path)) return;
+    std::string known;
+    for (const auto& schema : qsafe::eval::dataset_schemas()) known += ", " + schema.name;
+    throw qsafe::config_error("--calib " + opt.source + ": " +
+                              (prompts ? path.string() + ": no such file"
+                                       : "no such text file, and not wikitext2, prompts:<file> or a dataset (" + known.substr(2) + ")"));
+}
+
 std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedModel& fp, const CalibrationOptions& opt) {
+    check_calibration_source(opt);
     std::vector<std::vector<std::int32_t>> samples;
     if (opt.source.starts_with("prompts:")) {
         const std::string path = opt.source.substr(8);
@@ -100,12 +129,6 @@ std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedMo
         samples = qsafe::prompt_samples(fp.tokenizer, fp.chat_template, prompts, opt.samples);
     } else {
         const std::filesystem::path path = opt.source == "wikitext2" ? data_dir() / "wikitext2" / "test.txt" : std::filesystem::path(opt.source);
-        if (opt.source != "wikitext2" && !std::filesystem::exists(path)) {
-            std::string known;
-            for (const auto& schema : qsafe::eval::dataset_schemas()) known += ", " + schema.name;
-            throw qsafe::config_error("--calib " + opt.source + ": no such text file, and not wikitext2, prompts:<file> or a dataset (" +
-                                      known.substr(2) + ")");
-        }
         std::string text = read_text_file(path);
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
         samples = qsafe::text_samples(tokens, opt.samples);

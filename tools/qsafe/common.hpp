@@ -74,6 +74,9 @@ struct CalibrationOptions {
 /// The calibration token sequences the options describe, tokenized with `fp`'s tokenizer.
 std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedModel& fp, const CalibrationOptions& opt);
 
+/// Throws config_error unless --calib names wikitext2, a dataset, an existing text file or prompts:<file>.
+void check_calibration_source(const CalibrationOptions& opt);
+
 /// Collects (or loads) the calibration statistics of the full-precision model `fp`, printing progress.
 qsafe::CalibrationStats calibrate(qsafe::LoadedModel& fp, const CalibrationOptions& opt);
 
@@ -96,5 +99,9 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
 
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
+
+/// Checks every variant before any work starts: its schemes are registered and its file exists, so a typo
+/// fails at once instead of after the earlier variants have run (throws config_error naming the variant).
+void check_variants(const std::vector<qsafe::VariantSpec>& specs);
 
 }  // namespace qsafe_cli

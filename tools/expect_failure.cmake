@@ -1,0 +1,11 @@
+# Runs one qsafe command that must fail: a non-zero exit code and a message matching EXPECT.
+#   cmake -D "COMMAND_LINE=qsafe|arg|arg" -D "EXPECT=regex" -P expect_failure.cmake   (arguments split at |)
+string(REPLACE "|" ";" command "${COMMAND_LINE}")
+execute_process(COMMAND ${command} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
+if(rc EQUAL 0)
+    message(FATAL_ERROR "expected a non-zero exit code from: ${command}\n${out}${err}")
+endif()
+if(NOT "${out}${err}" MATCHES "${EXPECT}")
+    message(FATAL_ERROR "exit code ${rc}, but the message does not match '${EXPECT}':\n${out}${err}")
+endif()
+message(STATUS "exit code ${rc}: ${err}")
