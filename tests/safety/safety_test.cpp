@@ -145,6 +145,27 @@ TEST_CASE("protected weights come back exactly as fp16 and their bytes count in 
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("protection is refused up front for a tensor whose scheme has no sparse-outlier form") {
+    const auto dir = temp_dir("protectable");
+    const tiny::TinyLlama t(43);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    LlamaWeights w = load_fp(file);
+    ProtectOptions po;
+    po.mode = ProtectMode::magnitude;
+    po.fraction = FractionRules::parse("blk.*=1%");
+    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=int3-g128-asym"), po));
+    // The output layer gets no protected weights, so its scheme does not matter.
+    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=int3-g128-asym,output=vq2-d4"), po));
+    CHECK_THROWS_WITH_AS(check_protectable(w, SchemeRules::parse("*=int3-g128-asym,blk.1.ffn_up=vq2-d4"), po),
+                         doctest::Contains("blk.1.ffn_up.weight: protected weights need a scheme with a sparse-outlier form, "
+                                           "and 'vq2-d4' has none"),
+                         config_error);
+    po.mode = ProtectMode::none;
+    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=vq2-d4"), po));
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("response KL: zero against itself, and the log-likelihood matches a direct computation") {
     const auto dir = temp_dir("respkl");
     const tiny::TinyLlama t(43);

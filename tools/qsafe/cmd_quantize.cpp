@@ -64,6 +64,9 @@ void add_quantize_command(CLI::App& app) {
         const bool need_safety = protect.mode == "safety" || (allocate.enabled() && allocate.allocate == "safety");
         if (calibrated || protect.enabled() || allocate.enabled()) {
             auto fp = qsafe::load_model(path, lo);
+            // Without an allocation the rules are final: check them before the (slow) statistics and safety data.
+            if (protect.enabled() && !allocate.enabled())
+                qsafe::check_protectable(fp.model.mutable_weights(), qsafe::SchemeRules::parse(rules), protect.options());
             if (calibrated && sequential) seq = sequential_calibration(fp, calib);
             if ((calibrated && !sequential) || need_utility) utility_stats = calibrate(fp, calib);
             if (calibrated && !sequential) stats = utility_stats;  // plain RTN stays uncalibrated, protected or not
@@ -76,6 +79,7 @@ void add_quantize_command(CLI::App& app) {
                 file_method += "+allocate-" + allocate.allocate;
             }
             if (protect.enabled()) {
+                qsafe::check_protectable(fp.model.mutable_weights(), qsafe::SchemeRules::parse(rules), protect.options());
                 std::optional<qsafe::CalibrationStats> safety_stats;
                 if (protect.mode == "safety") safety_stats = response_set_stats(fp, *safety_set);
                 plan = qsafe::plan_protection(fp.model.mutable_weights(), safety_stats ? &*safety_stats : nullptr,

@@ -82,6 +82,27 @@ struct ProtectOptions {
     FractionRules utility_exclusion = FractionRules::parse("blk.*=0.5%");
 };
 
+/// Throws config_error, before any scoring work, when a tensor that would get protected weights is ruled
+/// to a scheme without a registered sparse-outlier form ("<scheme>+sparse"): protection goes through the
+/// core's sparse fp16 outlier policy, which vector-quantized and some uniform schemes do not have.
+inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, const ProtectOptions& opt) {
+    if (opt.mode == ProtectMode::none) return;
+    for (const auto& [name, layer] : detail::linear_layers(weights)) {
+        if (opt.fraction.fraction_for(name) <= 0.0) continue;
+        const std::string scheme = rules.scheme_for(name);
+        if (scheme == "fp32") continue;
+        try {
+            (void)resolve_scheme(scheme + "+sparse");
+        } catch (const config_error&) {
+            std::string sparse;
+            for (const auto& n : scheme_registry().names())
+                if (n.ends_with("+sparse")) sparse += (sparse.empty() ? "" : ", ") + n.substr(0, n.size() - 7);
+            throw config_error(name + ": protected weights need a scheme with a sparse-outlier form, and '" + scheme +
+                               "' has none (schemes that have one: " + sparse + ")");
+        }
+    }
+}
+
 /// The weights to keep in fp16. `safety` and `utility` are input statistics on the safety and utility data
 /// (what each mode needs: safety needs both, wanda needs utility, magnitude neither). `weights` must hold
 /// the full-precision model.
