@@ -91,8 +91,11 @@ inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, c
         if (opt.fraction.fraction_for(name) <= 0.0) continue;
         const std::string scheme = rules.scheme_for(name);
         if (scheme == "fp32") continue;
+        // The same name quantize_layer will ask for ("+sparse" added unless present; another outlier policy
+        // is refused there with its own message).
+        const std::string sparse_scheme = detail::with_sparse_outliers(scheme, name);
         try {
-            (void)resolve_scheme(scheme + "+sparse");
+            (void)resolve_scheme(sparse_scheme);
         } catch (const config_error&) {
             std::string sparse;
             for (const auto& n : scheme_registry().names())
