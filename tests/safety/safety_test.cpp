@@ -12,6 +12,7 @@
 #include "qsafe/eval/safety_kl.hpp"
 #include "qsafe/model/decoder.hpp"
 #include "qsafe/model/model_loader.hpp"
+#include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 #include "qsafe/safety/bit_allocation.hpp"
 #include "qsafe/safety/protection.hpp"
@@ -145,24 +146,80 @@ TEST_CASE("protected weights come back exactly as fp16 and their bytes count in 
     std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("protection is refused up front for a tensor whose scheme has no sparse-outlier form") {
-    const auto dir = temp_dir("protectable");
+TEST_CASE("protection works under any scheme: vector quantization and +ocol layers keep their weights and survive the file") {
+    const auto dir = temp_dir("protect_any");
     const tiny::TinyLlama t(43);
     t.write_gguf(dir / "tiny.gguf");
     const auto file = gguf::File::open(dir / "tiny.gguf");
     LlamaWeights w = load_fp(file);
+    LlamaWeights original = load_fp(file);
     ProtectOptions po;
     po.mode = ProtectMode::magnitude;
     po.fraction = FractionRules::parse("blk.*=1%");
-    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=int3-g128-asym"), po));
-    // The output layer gets no protected weights, so its scheme does not matter.
-    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=int3-g128-asym,output=vq2-d4"), po));
-    CHECK_THROWS_WITH_AS(check_protectable(w, SchemeRules::parse("*=int3-g128-asym,blk.1.ffn_up=vq2-d4"), po),
-                         doctest::Contains("blk.1.ffn_up.weight: protected weights need a scheme with a sparse-outlier form, "
-                                           "and 'vq2-d4' has none"),
+    const SchemeRules rules = SchemeRules::parse("*=int3-g128-asym,blk.0.*=vq2-d4,blk.1.ffn_*=vq2-d8x2,"
+                                                 "blk.1.attn_q=int4-g128-asym+ocol8,blk.1.attn_k=int4-g32-sym,output=vq2-d4");
+    CHECK_NOTHROW(check_protectable(w, rules, po));
+    CHECK_THROWS_WITH_AS(check_protectable(w, SchemeRules::parse("*=int3-g128-asym,blk.1.ffn_up=vq9-d4"), po),
+                         doctest::Contains("blk.1.ffn_up.weight: cannot protect weights: unknown quantization scheme 'vq9-d4'"),
                          config_error);
-    po.mode = ProtectMode::none;
-    CHECK_NOTHROW(check_protectable(w, SchemeRules::parse("*=vq2-d4"), po));
+    const ProtectedWeights plan = plan_protection(w, nullptr, nullptr, po);
+    CHECK(plan.indices.size() == 2 * 7);  // the output layer gets none
+
+    PtqOptions opt;
+    opt.rules = rules;
+    opt.protected_weights = &plan;
+    quantize_model(w, nullptr, opt);
+    const std::string expected_scheme[] = {"vq2-d4+protect", "int4-g128-asym+ocol8+protect", "int3-g128-asym+sparse",
+                                           "vq2-d8x2+protect", "int4-g32-sym+protect"};
+    auto qlayers = detail::linear_layers(w);
+    auto olayers = detail::linear_layers(original);
+    for (std::size_t i = 0; i + 1 < qlayers.size(); ++i) {
+        const std::string& name = qlayers[i].first;
+        CAPTURE(name);
+        const QuantizedLinear& layer = **qlayers[i].second;
+        const std::string& want = name.starts_with("blk.0.")             ? expected_scheme[0]
+                                  : name == "blk.1.attn_q.weight"        ? expected_scheme[1]
+                                  : name.starts_with("blk.1.ffn_")       ? expected_scheme[3]
+                                  : name == "blk.1.attn_k.weight"        ? expected_scheme[4]
+                                                                         : expected_scheme[2];
+        CHECK(layer.scheme_name().starts_with(want));
+        const RowMatrixF q = layer.dequantize(), o = (*olayers[i].second)->dequantize();
+        for (const std::size_t k : plan.indices.at(name)) REQUIRE(q.data()[k] == round_to_fp16(o.data()[k]));
+    }
+    CHECK((*qlayers.back().second)->scheme_name() == "vq2-d4");
+
+    // The quantized model file keeps the wrapped layers: same names, bytes and logits after loading.
+    LlamaModel quantized(std::move(w));
+    save_quantized_model(dir / "q.gguf", file, quantized.weights(), {"rtn", "protected", ""});
+    const auto qfile = gguf::File::open(dir / "q.gguf");
+    LlamaModel loaded(load_fp(qfile));
+    auto a = detail::linear_layers(quantized.mutable_weights()), b = detail::linear_layers(loaded.mutable_weights());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        CHECK((*b[i].second)->scheme_name() == (*a[i].second)->scheme_name());
+        CHECK((*b[i].second)->serialize() == (*a[i].second)->serialize());
+    }
+    const std::vector<std::int32_t> probe = {1, 5, 9, 2, 33, 60, 7};
+    KvCache ca = quantized.new_cache(), cb = loaded.new_cache();
+    CHECK(quantized.forward_sequence(ca, probe, true) == loaded.forward_sequence(cb, probe, true));
+    CHECK(loaded.weights().linear_bits_per_weight() == quantized.weights().linear_bits_per_weight());
+
+    // GPTQ fits the base of a wrapped layer too (int4-g32-sym has no sparse form).
+    LlamaModel fp(load_fp(file));
+    auto stats = stats_on(fp, random_conversations(6, t.vocab, 4));
+    LlamaWeights g = load_fp(file);
+    PtqOptions gopt;
+    gopt.rules = SchemeRules::parse("*=int4-g32-sym");
+    gopt.method = PtqMethod::gptq;
+    gopt.protected_weights = &plan;
+    quantize_model(g, &stats, gopt);
+    auto glayers = detail::linear_layers(g);
+    for (std::size_t i = 0; i + 1 < glayers.size(); ++i) {
+        const std::string& name = glayers[i].first;
+        CAPTURE(name);
+        CHECK((*glayers[i].second)->scheme_name().starts_with("int4-g32-sym+protect"));
+        const RowMatrixF q = (*glayers[i].second)->dequantize(), o = (*olayers[i].second)->dequantize();
+        for (const std::size_t k : plan.indices.at(name)) REQUIRE(q.data()[k] == round_to_fp16(o.data()[k]));
+    }
     std::filesystem::remove_all(dir);
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // Weights chosen to stay at full precision while the rest of their tensor is quantized: row-major flat
 // indices (r * cols + c) per tensor name. quantize_model() stores them through the scheme's sparse fp16
-// outlier policy ("+sparse"), so they come back exactly as fp16 and their bytes count in bits per weight.
+// outlier policy ("+sparse") when it has one, else in a ProtectedLinear around the scheme: either way they
+// come back exactly as fp16 and their bytes count in bits per weight.
 // Who chooses them (magnitude, Wanda scores, safety-critical scores) is up to the caller
 // (safety/protection.hpp).
 #include <cstddef>

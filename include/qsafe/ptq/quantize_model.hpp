@@ -52,8 +52,9 @@ struct PtqOptions {
     AwqOptions awq = {};
     /// RTN: weight the error by the calibration importance mean x^2 when statistics are given.
     bool use_importance = true;
-    /// Weights kept in fp16 (e.g. safety-critical ones): their tensors' schemes get the "+sparse" outlier
-    /// policy with exactly these weights as outliers. Must outlive the call.
+    /// Weights kept in fp16 (e.g. safety-critical ones): stored through the scheme's "+sparse" outlier policy
+    /// when it has one, else by a ProtectedLinear around the scheme (registry/protected_linear.hpp). Must
+    /// outlive the call.
     const ProtectedWeights* protected_weights = nullptr;
     /// Called after each layer: (tensor, scheme, layers done, layers total, seconds for this layer).
     std::function<void(const std::string&, const std::string&, std::size_t, std::size_t, double)> progress = {};
@@ -84,11 +85,20 @@ inline NamedLayers linear_layers(LlamaWeights& w) {
     return out;
 }
 
-inline std::string with_sparse_outliers(const std::string& scheme, const std::string& tensor) {
-    if (scheme.find("+sparse") != std::string::npos) return scheme.substr(0, scheme.find("+sparse") + 7);
-    if (scheme.find('+') != std::string::npos)
-        throw config_error("protected weights of '" + tensor + "': scheme '" + scheme + "' already has another outlier policy");
-    return scheme + "+sparse";
+/// Whether a tensor's protected weights go through its scheme's own sparse-outlier form ("<scheme>+sparse",
+/// registered for some uniform schemes: the outliers are left out of the scale fitting) rather than a
+/// ProtectedLinear around the scheme (any other scheme, including vector quantization and "+ocol").
+inline bool has_sparse_form(const std::string& scheme) {
+    if (scheme.find("+sparse") != std::string::npos) return true;
+    if (scheme.find('+') != std::string::npos) return false;
+    return scheme_registry().find(scheme + "+sparse") != nullptr;
+}
+
+/// "int3-g128-asym" -> "int3-g128-asym+sparse"; "...+sparse0.5%" -> "...+sparse" (the amount is set by the
+/// protected weights). Only for schemes with has_sparse_form().
+inline std::string with_sparse_outliers(const std::string& scheme) {
+    const auto pos = scheme.find("+sparse");
+    return pos != std::string::npos ? scheme.substr(0, pos + 7) : scheme + "+sparse";
 }
 
 inline std::string with_outlier_columns(const std::string& scheme) {
@@ -126,12 +136,21 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
         o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
     }
     const std::vector<std::size_t>* keep = opt.protected_weights ? opt.protected_weights->for_tensor(name) : nullptr;
-    std::vector<float> keep_mask;
-    if (keep && !keep->empty() && scheme != "fp32") {
+    const bool protect = keep && !keep->empty() && scheme != "fp32";
+    const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
+    const auto quantize = [&](ConstMatrixView w, const ResolvedScheme& r, const QuantizeOptions& q) {
+        if (!gptq) return r.entry->quantize_rtn(w, r.apply(q), r.full_name);
+        if (!r.entry->quantize_gptq)
+            throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");
+        return r.entry->quantize_gptq(w, stats->require(name).hessian, opt.gptq, r.apply(q), r.full_name);
+    };
+    const double fraction = protect ? static_cast<double>(keep->size()) / static_cast<double>(weights.size()) : 0.0;
+    std::string full_name;
+    if (protect && has_sparse_form(scheme)) {
         // The sparse policy keeps the highest-scored weights: score 1 for the chosen ones, 0 elsewhere,
         // and exactly as many outliers as were chosen.
-        scheme = with_sparse_outliers(scheme, name);
-        keep_mask.assign(static_cast<std::size_t>(weights.size()), 0.0f);
+        scheme = with_sparse_outliers(scheme);
+        std::vector<float> keep_mask(static_cast<std::size_t>(weights.size()), 0.0f);
         for (const std::size_t i : *keep) {
             if (i >= keep_mask.size())
                 throw config_error("protected weight index " + std::to_string(i) + " is outside tensor '" + name + "' (" +
@@ -139,23 +158,30 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
             keep_mask[i] = 1.0f;
         }
         o.weight_scores = keep_mask;
-    }
-    ResolvedScheme resolved = resolve_scheme(scheme);
-    if (!keep_mask.empty()) {
-        resolved.outlier_fraction = static_cast<double>(keep->size()) / static_cast<double>(keep_mask.size());
-        resolved.full_name = scheme + format_percent(*resolved.outlier_fraction);
-    }
-    const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
-    if (gptq) {
-        if (!resolved.entry->quantize_gptq)
-            throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");
-        const LinearInputStats& s = stats->require(name);
-        layer = resolved.entry->quantize_gptq(weights, s.hessian, opt.gptq, resolved.apply(o), resolved.full_name);
+        ResolvedScheme resolved = resolve_scheme(scheme);
+        resolved.outlier_fraction = fraction;
+        resolved.full_name = scheme + format_percent(fraction);
+        layer = quantize(weights, resolved, o);
+        full_name = resolved.full_name;
+    } else if (protect) {
+        // Any other scheme: the base is fitted with the protected weights at 0 (they do not stretch its
+        // scales or codebooks) and a ProtectedLinear adds them back exactly.
+        const ResolvedScheme resolved = resolve_scheme(scheme);
+        SparseOutlierStore store = protected_store(weights, *keep, name);
+        RowMatrixF rest = weights;
+        for (std::size_t r = 0; r < static_cast<std::size_t>(rest.rows()); ++r)
+            for (std::uint32_t e = store.row_ptr[r]; e < store.row_ptr[r + 1]; ++e)
+                rest(static_cast<Eigen::Index>(r), store.col[e]) = 0.0f;
+        full_name = resolved.full_name + std::string(protect_suffix) + format_percent(fraction);
+        layer = std::make_unique<ProtectedLinear>(quantize(rest, resolved, o), std::move(store), full_name,
+                                                  "protected weights of '" + name + "'");
     } else {
-        layer = resolved.entry->quantize_rtn(weights, resolved.apply(o), resolved.full_name);
+        const ResolvedScheme resolved = resolve_scheme(scheme);
+        layer = quantize(weights, resolved, o);
+        full_name = resolved.full_name;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return {name, resolved.full_name, seconds};
+    return {name, full_name, seconds};
 }
 }  // namespace detail
 

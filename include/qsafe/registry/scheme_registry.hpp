@@ -23,6 +23,7 @@
 #include "qsafe/quant/gptq.hpp"
 #include "qsafe/quant/quantize_options.hpp"
 #include "qsafe/quant/rtn.hpp"
+#include "qsafe/registry/protected_linear.hpp"
 #include "qsafe/registry/quantized_linear.hpp"
 
 namespace qsafe {
@@ -206,9 +207,16 @@ inline std::unique_ptr<QuantizedLinear> quantize_by_name(std::string_view scheme
     return r.entry->quantize_rtn(w, r.apply(opt), r.full_name);
 }
 
-/// Loads a layer serialized by QuantizedLinear::serialize() under the named scheme.
+/// Loads a layer serialized by QuantizedLinear::serialize() under the named scheme (a name ending in
+/// "+protect<percent>" is a ProtectedLinear over the scheme before the suffix).
 inline std::unique_ptr<QuantizedLinear> deserialize_by_name(std::string_view scheme, std::span<const std::byte> bytes,
                                                             const SchemeRegistry& registry = scheme_registry()) {
+    if (const std::string_view base = protected_base_scheme(scheme); base.size() != scheme.size()) {
+        const ResolvedScheme r = resolve_scheme(base, registry);
+        return ProtectedLinear::deserialize(bytes, std::string(scheme), [&](std::span<const std::byte> base_bytes) {
+            return r.entry->deserialize(base_bytes, r.full_name);
+        });
+    }
     const ResolvedScheme r = resolve_scheme(scheme, registry);
     return r.entry->deserialize(bytes, r.full_name);
 }

@@ -83,25 +83,18 @@ struct ProtectOptions {
 };
 
 /// Throws config_error, before any scoring work, when a tensor that would get protected weights is ruled
-/// to a scheme without a registered sparse-outlier form ("<scheme>+sparse"): protection goes through the
-/// core's sparse fp16 outlier policy, which vector-quantized and some uniform schemes do not have.
+/// to a scheme that cannot be resolved (quantize_layer resolves the same name: the scheme's "+sparse" form
+/// when it has one, else the scheme itself, wrapped in a ProtectedLinear).
 inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, const ProtectOptions& opt) {
     if (opt.mode == ProtectMode::none) return;
     for (const auto& [name, layer] : detail::linear_layers(weights)) {
         if (opt.fraction.fraction_for(name) <= 0.0) continue;
         const std::string scheme = rules.scheme_for(name);
         if (scheme == "fp32") continue;
-        // The same name quantize_layer will ask for ("+sparse" added unless present; another outlier policy
-        // is refused there with its own message).
-        const std::string sparse_scheme = detail::with_sparse_outliers(scheme, name);
         try {
-            (void)resolve_scheme(sparse_scheme);
-        } catch (const config_error&) {
-            std::string sparse;
-            for (const auto& n : scheme_registry().names())
-                if (n.ends_with("+sparse")) sparse += (sparse.empty() ? "" : ", ") + n.substr(0, n.size() - 7);
-            throw config_error(name + ": protected weights need a scheme with a sparse-outlier form, and '" + scheme +
-                               "' has none (schemes that have one: " + sparse + ")");
+            (void)resolve_scheme(detail::has_sparse_form(scheme) ? detail::with_sparse_outliers(scheme) : scheme);
+        } catch (const config_error& e) {
+            throw config_error(name + ": cannot protect weights: " + e.what());
         }
     }
 }
