@@ -9,7 +9,9 @@
 #include <CLI/CLI.hpp>
 
 #include <qsafe/qsafe.hpp>
-#include <qsafe/registry/builtin_schemes.hpp>  // the named schemes (this program's only translation unit)
+// The named schemes come from the object library qsafe_builtin_schemes, compiled once for all of qsafe's
+// programs. A program of your own gets them by including <qsafe/registry/builtin_schemes.hpp> in exactly one
+// of its translation units.
 
 int main(int argc, char** argv) {
     CLI::App app{"Quantize a matrix with a qsafe scheme and report size and error"};

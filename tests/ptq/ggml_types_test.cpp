@@ -20,15 +20,12 @@
 #include "common/model_fixtures.hpp"
 
 using namespace qsafe;
+using test_fixtures::all_logits;
 using test_fixtures::load_fp;
+using test_fixtures::probe;
 using test_fixtures::temp_dir;
 
 namespace {
-RowMatrixF all_logits(LlamaModel& m, const std::vector<std::int32_t>& tokens) {
-    KvCache cache = m.new_cache();
-    return m.forward_sequence(cache, tokens, true);
-}
-const std::vector<std::int32_t> probe = {3, 17, 60, 0, 42, 42, 9, 31, 5, 58, 1, 22, 47, 8, 8, 19};
 
 // The tiny model with every row length a multiple of 32 (d 64, head_dim 16, d_ff 96), so Q4_0 / Q8_0 fit.
 tiny::TinyLlama tiny_with_whole_blocks(std::uint64_t seed, bool tied) {

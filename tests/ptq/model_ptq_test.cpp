@@ -14,7 +14,9 @@
 #include "common/model_fixtures.hpp"
 
 using namespace qsafe;
+using test_fixtures::all_logits;
 using test_fixtures::load_fp;
+using test_fixtures::probe;
 using test_fixtures::temp_dir;
 
 namespace {
@@ -26,11 +28,6 @@ std::vector<std::vector<std::int32_t>> random_samples(std::size_t n, std::size_t
         for (auto& t : s) t = tok(rng);
     return out;
 }
-RowMatrixF all_logits(LlamaModel& m, const std::vector<std::int32_t>& tokens) {
-    KvCache cache = m.new_cache();
-    return m.forward_sequence(cache, tokens, true);
-}
-const std::vector<std::int32_t> probe = {3, 17, 60, 0, 42, 42, 9, 31, 5, 58, 1, 22, 47, 8, 8, 19};
 
 // A tiny model whose attention has one value head per query head, so AWQ also scales attn_output.
 tiny::TinyLlama tiny_without_gqa(std::uint64_t seed) {

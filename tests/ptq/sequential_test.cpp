@@ -15,7 +15,9 @@
 #include "common/model_fixtures.hpp"
 
 using namespace qsafe;
+using test_fixtures::all_logits;
 using test_fixtures::load_fp;
+using test_fixtures::probe;
 using test_fixtures::temp_dir;
 
 namespace {
@@ -28,10 +30,6 @@ std::vector<std::vector<std::int32_t>> random_samples(const std::vector<std::siz
         for (auto& t : out.back()) t = tok(rng);
     }
     return out;
-}
-RowMatrixF all_logits(LlamaModel& m, const std::vector<std::int32_t>& tokens) {
-    KvCache cache = m.new_cache();
-    return m.forward_sequence(cache, tokens, true);
 }
 double mean_kl(LlamaModel& p_model, LlamaModel& q_model, const std::vector<std::vector<std::int32_t>>& samples) {
     double total = 0.0;
@@ -47,7 +45,6 @@ double mean_kl(LlamaModel& p_model, LlamaModel& q_model, const std::vector<std::
     }
     return total / static_cast<double>(n);
 }
-const std::vector<std::int32_t> probe = {3, 17, 60, 0, 42, 42, 9, 31, 5, 58, 1, 22, 47, 8, 8, 19};
 }  // namespace
 
 TEST_CASE("sequential calibration with every layer fp32 gathers the ordinary collection's statistics and keeps the model") {
