@@ -1,4 +1,4 @@
-// qsafe quantize: post-training quantization of a whole model (rtn, gptq, awq, quik) into a quantized
+// qsafe quantize: post-training quantization of a whole model (rtn, imatrix, gptq, awq, quik) into a quantized
 // model file that every other command loads without re-quantizing.
 #include <chrono>
 #include <cstdio>
@@ -11,7 +11,7 @@
 namespace qsafe_cli {
 
 void add_quantize_command(CLI::App& app) {
-    auto* cmd = app.add_subcommand("quantize", "Quantize a model (rtn, gptq, awq, quik) and write a quantized model file");
+    auto* cmd = app.add_subcommand("quantize", "Quantize a model (rtn, imatrix, gptq, awq, quik) and write a quantized model file");
     static ModelOptions model;
     static CalibrationOptions calib;
     static std::string method = "rtn", output;
@@ -20,7 +20,7 @@ void add_quantize_command(CLI::App& app) {
     model.rules = "*=int4-g128-asym";
     model.add_to(*cmd);
     calib.add_to(*cmd);
-    cmd->add_option("--method", method, "rtn, gptq, awq or quik")->check(CLI::IsMember({"rtn", "gptq", "awq", "quik"}))->capture_default_str();
+    cmd->add_option("--method", method, "rtn, imatrix, gptq, awq or quik")->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "quik"}))->capture_default_str();
     cmd->add_option("--damp", gptq.damp_fraction, "GPTQ: dampening as a fraction of the mean Hessian diagonal")->capture_default_str();
     cmd->add_option("--block", gptq.block_size, "GPTQ: lazy-update block size")->capture_default_str();
     cmd->add_flag("--act-order", gptq.act_order, "GPTQ: process columns by decreasing Hessian diagonal");

@@ -1,13 +1,16 @@
 #pragma once
 // Post-training quantization of a whole model: every linear layer of a full-precision LlamaWeights is
 // replaced by its quantized form under per-tensor scheme rules and one method:
-//   rtn   round-to-nearest (clip search and calibration importance mean x^2 when statistics are given)
+//   rtn      round-to-nearest, data-free (statistics, if given, are not used)
+//   imatrix  round-to-nearest fitted to the calibration importance mean x^2 (llama.cpp's "importance
+//            matrix"): the scale / clip search and vector quantization's codebooks weigh each input
+//            column's error by it
 //   gptq  GPTQ with the layer's calibration Hessian (quant/gptq.hpp)
 //   awq   AWQ scales searched and folded (ptq/awq.hpp), then RTN with clip search and importance
 //   quik  GPTQ with the K input channels of largest calibration max|x| kept in fp16 (the scheme's "+ocol"
 //         variant; "+ocol" is appended when the rule's scheme has none)
-// Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry,
-// which uses the importance vector for its weighted fitting.
+// Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry
+// under rtn and imatrix; imatrix gives it the importance vector for its weighted fitting.
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -24,18 +27,20 @@
 
 namespace qsafe {
 
-enum class PtqMethod { rtn, gptq, awq, quik };
+enum class PtqMethod { rtn, imatrix, gptq, awq, quik };
 
 inline PtqMethod parse_ptq_method(std::string_view name) {
     if (name == "rtn") return PtqMethod::rtn;
+    if (name == "imatrix") return PtqMethod::imatrix;
     if (name == "gptq") return PtqMethod::gptq;
     if (name == "awq") return PtqMethod::awq;
     if (name == "quik") return PtqMethod::quik;
-    throw config_error("unknown quantization method '" + std::string(name) + "' (known: rtn, gptq, awq, quik)");
+    throw config_error("unknown quantization method '" + std::string(name) + "' (known: rtn, imatrix, gptq, awq, quik)");
 }
 inline const char* ptq_method_name(PtqMethod m) {
     switch (m) {
         case PtqMethod::rtn: return "rtn";
+        case PtqMethod::imatrix: return "imatrix";
         case PtqMethod::gptq: return "gptq";
         case PtqMethod::awq: return "awq";
         case PtqMethod::quik: return "quik";
@@ -50,7 +55,8 @@ struct PtqOptions {
     QuantizeOptions base = {};  // clip search etc. (AWQ turns clip search on)
     GptqOptions gptq = {};
     AwqOptions awq = {};
-    /// RTN: weight the error by the calibration importance mean x^2 when statistics are given.
+    /// imatrix, awq: weight the error by the calibration importance mean x^2 (rtn never does, so its
+    /// result does not depend on whether statistics happen to be at hand).
     bool use_importance = true;
     /// Weights kept in fp16 (e.g. safety-critical ones): stored through the scheme's "+sparse" outlier policy
     /// when it has one, else by a ProtectedLinear around the scheme (registry/protected_linear.hpp). Must
@@ -127,11 +133,12 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
     o.tensor_name = name;
     const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
     VectorF importance, column_scores;
-    if (st && st->tokens > 0 && opt.use_importance) {
+    const bool data_free = opt.method == PtqMethod::rtn;
+    if (st && st->tokens > 0 && opt.use_importance && !data_free) {
         importance = st->mean_sq();
         o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
     }
-    if (st && st->tokens > 0) {
+    if (st && st->tokens > 0 && !data_free) {
         column_scores = st->max_abs;
         o.column_scores = {column_scores.data(), static_cast<std::size_t>(column_scores.size())};
     }

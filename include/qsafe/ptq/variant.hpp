@@ -9,7 +9,7 @@
 //                                 explicit per-tensor rules
 //   "path/to/model.gguf" or "name=path/to/model.gguf"
 //                                 a quantized model file (or any GGUF), loaded as stored
-// Method names: rtn, gptq, awq, quik (ptq/quantize_model.hpp); omitted = rtn.
+// Method names: rtn, imatrix, gptq, awq, quik (ptq/quantize_model.hpp); omitted = rtn.
 #include <filesystem>
 #include <string>
 #include <string_view>
