@@ -155,10 +155,33 @@ TEST_CASE("whole-model PTQ: GPTQ and AWQ beat RTN on the calibration text, and a
         return m;
     };
     LlamaModel rtn = quantized(PtqMethod::rtn), gptq = quantized(PtqMethod::gptq), awq = quantized(PtqMethod::awq);
-    const double kl_rtn = mean_kl(rtn), kl_gptq = mean_kl(gptq), kl_awq = mean_kl(awq);
-    MESSAGE("tiny model, int3-g16: KL rtn " << kl_rtn << ", gptq " << kl_gptq << ", awq " << kl_awq);
+    LlamaModel imatrix = quantized(PtqMethod::imatrix);
+    const double kl_rtn = mean_kl(rtn), kl_gptq = mean_kl(gptq), kl_awq = mean_kl(awq), kl_imatrix = mean_kl(imatrix);
+    MESSAGE("tiny model, int3-g32: KL rtn " << kl_rtn << ", imatrix " << kl_imatrix << ", gptq " << kl_gptq << ", awq " << kl_awq);
     CHECK(kl_gptq < kl_rtn);
     CHECK(kl_awq < kl_rtn);
+    CHECK(kl_imatrix < kl_rtn);
+
+    // rtn is data-free: statistics at hand change nothing. imatrix needs them and uses them.
+    {
+        LlamaModel without(load_fp(file));
+        PtqOptions opt;
+        opt.rules = SchemeRules::parse("*=int3-g32-asym");
+        quantize_model(without.mutable_weights(), nullptr, opt);
+        auto a = detail::linear_layers(rtn.mutable_weights()), b = detail::linear_layers(without.mutable_weights()),
+             c = detail::linear_layers(imatrix.mutable_weights());
+        bool imatrix_differs = false;
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            CHECK((*a[i].second)->serialize() == (*b[i].second)->serialize());
+            imatrix_differs |= (*a[i].second)->serialize() != (*c[i].second)->serialize();
+        }
+        CHECK(imatrix_differs);
+        opt.method = PtqMethod::imatrix;
+        LlamaModel no_stats(load_fp(file));
+        CHECK_THROWS_AS(quantize_model(no_stats.mutable_weights(), nullptr, opt), config_error);
+        CHECK(parse_ptq_method("imatrix") == PtqMethod::imatrix);
+        CHECK(std::string(ptq_method_name(PtqMethod::imatrix)) == "imatrix");
+    }
 
     // Save and load: the stored layers come back bit for bit, so the logits are identical.
     for (auto* m : {&gptq, &awq}) {
