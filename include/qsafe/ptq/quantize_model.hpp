@@ -3,7 +3,7 @@
 // replaced by its quantized form under per-tensor scheme rules and one method:
 //   rtn      round-to-nearest, data-free (statistics, if given, are not used)
 //   imatrix  round-to-nearest fitted to the calibration importance mean x^2 (llama.cpp's "importance
-//            matrix"): the scale / clip search and vector quantization's codebooks weigh each input
+//            matrix"): a per-group clip search and vector quantization's codebooks weigh each input
 //            column's error by it
 //   gptq  GPTQ with the layer's calibration Hessian (quant/gptq.hpp)
 //   awq   AWQ scales searched and folded (ptq/awq.hpp), then RTN with clip search and importance
@@ -48,6 +48,9 @@ inline const char* ptq_method_name(PtqMethod m) {
     return "rtn";
 }
 inline bool ptq_method_needs_calibration(PtqMethod m) { return m != PtqMethod::rtn; }
+/// imatrix and AWQ search each group's clipping under the importance-weighted error (without the search a
+/// uniform grid's min/max fit ignores importance).
+inline bool ptq_method_searches_clip(PtqMethod m) { return m == PtqMethod::imatrix || m == PtqMethod::awq; }
 
 struct PtqOptions {
     SchemeRules rules = SchemeRules::parse("*=fp32");
@@ -198,10 +201,8 @@ inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationSt
     if (ptq_method_needs_calibration(opt.method) && !stats)
         throw config_error(std::string("method '") + ptq_method_name(opt.method) + "' needs calibration statistics");
     QuantizeOptions base = opt.base;
-    if (opt.method == PtqMethod::awq) {
-        apply_awq(w, *stats, opt.rules, opt.awq, base);
-        base.clip_search = true;
-    }
+    if (opt.method == PtqMethod::awq) apply_awq(w, *stats, opt.rules, opt.awq, base);
+    base.clip_search = base.clip_search || ptq_method_searches_clip(opt.method);
     auto layers = detail::linear_layers(w);
     std::vector<PtqLayerReport> report;
     for (std::size_t i = 0; i < layers.size(); ++i) {

@@ -86,7 +86,7 @@ inline SequentialResult quantize_model_sequential(LlamaModel& model, const std::
     }
 
     QuantizeOptions base = opt.base;
-    if (opt.method == PtqMethod::awq) base.clip_search = true;
+    base.clip_search = base.clip_search || ptq_method_searches_clip(opt.method);
     SequentialResult result;
     const std::size_t steps = c.n_layers + 1;
     auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
