@@ -1,10 +1,11 @@
 #pragma once
 // Post-training quantization of a whole model: every linear layer of a full-precision LlamaWeights is
 // replaced by its quantized form under per-tensor scheme rules and one method:
-//   rtn      round-to-nearest, data-free (statistics, if given, are not used)
+//   rtn      round-to-nearest, data-free: statistics, if given, are not used ("+ocol" columns are chosen by
+//            the weight columns' norm)
 //   imatrix  round-to-nearest fitted to the calibration importance mean x^2 (llama.cpp's "importance
 //            matrix"): a per-group clip search and vector quantization's codebooks weigh each input
-//            column's error by it
+//            column's error by it; "+ocol" columns are chosen by calibration max|x|
 //   gptq  GPTQ with the layer's calibration Hessian (quant/gptq.hpp)
 //   awq   AWQ scales searched and folded (ptq/awq.hpp), then RTN with clip search and importance
 //   quik  GPTQ with the K input channels of largest calibration max|x| kept in fp16 (the scheme's "+ocol"
