@@ -10,6 +10,7 @@
 #include "qsafe/ptq/awq.hpp"
 #include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
+#include "qsafe/ptq/variant.hpp"
 
 #include "common/model_fixtures.hpp"
 
@@ -220,4 +221,20 @@ TEST_CASE("a stored layer of the wrong shape or under an unknown scheme is an er
     const auto bad = gguf::File::open(dir / "bad.gguf");
     CHECK_THROWS_WITH_AS(load_fp(bad), doctest::Contains("blk.0.attn_k.weight"), format_error);
     CHECK_THROWS_WITH_AS(load_fp(bad), doctest::Contains("bad.gguf"), format_error);
+}
+
+TEST_CASE("variants: names parse to rules and methods, and unknown schemes or methods fail at parse time") {
+    const VariantSpec q = parse_variant("int4-g128-asym:imatrix");
+    CHECK(q.rules == "*=int4-g128-asym,output=int8-g32-sym");
+    CHECK(q.method == PtqMethod::imatrix);
+    CHECK(parse_variant("fp").is_reference());
+    CHECK(parse_variant("rules=*=vq2-d4:rtn").rules == "*=vq2-d4");
+    CHECK(parse_variant("mine=q.gguf").file == "q.gguf");
+    CHECK_THROWS_WITH_AS(parse_variant("int9-g32-asym:rtn"),
+                         doctest::Contains("variant 'int9-g32-asym:rtn': unknown quantization scheme 'int9-g32-asym'"),
+                         config_error);
+    CHECK_THROWS_WITH_AS(parse_variant("rules=*=int4-g128-asym,output=vq3-d4:rtn"),
+                         doctest::Contains("unknown quantization scheme 'vq3-d4'"), config_error);
+    CHECK_THROWS_WITH_AS(parse_variant("int4-g128-asym:hqq"), doctest::Contains("unknown quantization method 'hqq'"),
+                         config_error);
 }

@@ -100,8 +100,9 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
 
-/// Checks every variant before any work starts: its schemes are registered and its file exists, so a typo
-/// fails at once instead of after the earlier variants have run (throws config_error naming the variant).
+/// Checks every file variant's file exists before any work starts (parse_variant has already checked the
+/// schemes), so a typo fails at once instead of after the earlier variants have run (throws config_error
+/// naming the variant).
 void check_variants(const std::vector<qsafe::VariantSpec>& specs);
 
 }  // namespace qsafe_cli

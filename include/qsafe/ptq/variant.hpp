@@ -9,7 +9,9 @@
 //                                 explicit per-tensor rules
 //   "path/to/model.gguf" or "name=path/to/model.gguf"
 //                                 a quantized model file (or any GGUF), loaded as stored
-// Method names: rtn, imatrix, gptq, awq, quik (ptq/quantize_model.hpp); omitted = rtn.
+// Method names: rtn, imatrix, gptq, awq, quik (ptq/quantize_model.hpp); omitted = rtn. parse_variant()
+// checks the method, the rules and every scheme they name against the registry (files are checked by
+// whoever opens them).
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -61,7 +63,13 @@ inline VariantSpec parse_variant(std::string_view text) {
             throw config_error("variant '" + std::string(text) + "': give a scheme name, or explicit rules as 'rules=...'");
         v.rules = "*=" + std::string(spec) + ",output=" + std::string(default_output_scheme);
     }
-    SchemeRules::parse(v.rules);  // validate now, not after an hour of evaluation
+    // Validate now, not after an hour of evaluation: the rules' syntax and every scheme they name.
+    try {
+        const SchemeRules rules = SchemeRules::parse(v.rules);
+        for (const auto& rule : rules.rules()) (void)resolve_scheme(rule.scheme);
+    } catch (const config_error& e) {
+        throw config_error("variant '" + v.name + "': " + e.what());
+    }
     return v;
 }
 
