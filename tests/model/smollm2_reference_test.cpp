@@ -32,18 +32,22 @@ nlohmann::json fixture(const char* name) {
     REQUIRE(in.good());
     return nlohmann::json::parse(in);
 }
-}  // namespace
 
-TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy continuations match") {
-    LoadedModel* m = real_model();
-    if (!m) {
-        MESSAGE("SmolLM2 model not found at " << default_model_path().string() << "; run scripts/fetch_model.sh");
-        return;
-    }
-    const auto fx = fixture("logits_cases.json");
+struct Agreement {
+    std::size_t positions = 0, top1 = 0, same_continuations = 0, cases = 0;
+    double mean_kl = 0.0;
+    double max_logprob_diff = 0.0;  // over every position's reference top 64
+    double top1_rate() const { return static_cast<double>(top1) / static_cast<double>(positions); }
+};
+
+// Scores qsafe's fp32 decoder against one llama.cpp logits fixture: top-1 agreement and KL at every scored
+// position, and the greedy continuation of every prompt. Every disagreement must be at a near-tie of the
+// reference (a decisive difference is a bug, not noise).
+Agreement agreement_with(LoadedModel* m, const char* fixture_name) {
+    const auto fx = fixture(fixture_name);
     constexpr double near_tie_nats = 0.1;
     std::size_t positions = 0, top1 = 0, same_continuations = 0, cases = 0;
-    double kl_sum = 0.0;
+    double kl_sum = 0.0, max_logprob_diff = 0.0;
     std::vector<float> logp;
     for (const auto& c : fx["cases"]) {
         ++cases;
@@ -64,6 +68,7 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
             double kl = 0.0, p_top = 0.0, q_top = 0.0;
             for (std::size_t i = 0; i < ids.size(); ++i) {
                 const double pp = std::exp(ref[i]), lq = logp[static_cast<std::size_t>(ids[i])];
+                max_logprob_diff = std::max(max_logprob_diff, std::abs(ref[i] - lq));
                 kl += pp * (ref[i] - lq);
                 p_top += pp;
                 q_top += std::exp(lq);
@@ -105,15 +110,40 @@ TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp (top-1, KL) and greedy conti
             MESSAGE(c["name"].get<std::string>() << ": greedy continuation identical");
         }
     }
-    const double agreement = static_cast<double>(top1) / static_cast<double>(positions);
-    const double mean_kl = kl_sum / static_cast<double>(positions);
-    MESSAGE("positions " << positions << ", top-1 agreement " << 100.0 * agreement << " %, mean KL " << mean_kl
-                         << " nats, identical greedy continuations " << same_continuations << "/" << cases);
-    CHECK(positions >= 256);
-    CHECK(mean_kl <= 0.01);
-    // llama.cpp multiplies with int8-quantized activations, and its own batched and token-by-token paths agree
-    // on 361 of these 366 positions (fixture README); an exact fp32 engine cannot beat that on near-ties. The
-    // bar is therefore: every disagreement at a near-tie (checked above) and >= 98 % overall.
-    CHECK(agreement >= 0.98);
-    CHECK(same_continuations >= 3);
+    Agreement a{positions, top1, same_continuations, cases, kl_sum / static_cast<double>(positions), max_logprob_diff};
+    MESSAGE(std::string(fixture_name) << ": max |log-prob difference| " << max_logprob_diff << ", positions " << positions << ", top-1 agreement " << 100.0 * a.top1_rate() << " %, mean KL "
+                         << a.mean_kl << " nats, identical greedy continuations " << same_continuations << "/" << cases);
+    return a;
+}
+}  // namespace
+
+TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp on the all-F32 model (top-1, KL, greedy)") {
+    LoadedModel* m = real_model();
+    if (!m) {
+        MESSAGE("SmolLM2 model not found at " << default_model_path().string() << "; run scripts/fetch_model.sh");
+        return;
+    }
+    // llama.cpp on the same weights converted to F32 (F32 KV cache): both engines compute in fp32, so the
+    // issue's bars apply as written.
+    const Agreement a = agreement_with(m, "logits_cases_f32.json");
+    CHECK(a.positions >= 256);
+    CHECK(a.mean_kl <= 0.01);
+    CHECK(a.top1_rate() >= 0.99);
+    CHECK(a.same_continuations >= 4);
+    // Both are fp32 evaluations of the same weights: beyond the bars above, the log-probabilities must agree
+    // to float rounding (fixture values carry 6 significant digits).
+    CHECK(a.max_logprob_diff <= 2e-3);
+}
+
+TEST_CASE("SmolLM2 fp32 logits agree with llama.cpp on the Q4_1 file (int8 activations in llama.cpp)") {
+    LoadedModel* m = real_model();
+    if (!m) return;
+    // On the Q4_1 file llama.cpp multiplies with int8-quantized activations and an f16 KV cache, and its own
+    // batched and token-by-token paths agree on 361 of these 366 positions (fixture README); an exact fp32
+    // engine cannot beat that on near-ties. The bar: every disagreement at a near-tie and >= 98 % overall.
+    const Agreement a = agreement_with(m, "logits_cases.json");
+    CHECK(a.positions >= 256);
+    CHECK(a.mean_kl <= 0.01);
+    CHECK(a.top1_rate() >= 0.98);
+    CHECK(a.same_continuations >= 3);
 }

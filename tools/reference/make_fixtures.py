@@ -5,7 +5,7 @@ RUN BY HAND ONLY (never by CI). It needs llama-cpp-python, which builds llama.cp
 from source (~20 min on 2 cores), and the real model file:
 
     python3 -m venv ~/.venvs/qsafe-ref
-    CMAKE_BUILD_PARALLEL_LEVEL=2 ~/.venvs/qsafe-ref/bin/pip install llama-cpp-python==0.3.36 numpy
+    CMAKE_BUILD_PARALLEL_LEVEL=2 ~/.venvs/qsafe-ref/bin/pip install llama-cpp-python==0.3.36 numpy gguf==0.19.0
     MODEL=$(scripts/fetch_model.sh)
     ~/.venvs/qsafe-ref/bin/python tools/reference/make_fixtures.py --model "$MODEL" \
         --wikitext /work/shared/datasets/wikitext2/test.txt --out tests/fixtures/smollm2
@@ -24,6 +24,8 @@ What it writes (see tests/fixtures/smollm2/README.md for the field-by-field form
   tokenizer_cases.json  llama.cpp token ids (no BOS) and detokenized text for ~70 strings.
   logits_cases.json     5 ChatML prompts: prompt ids, greedy 32-token continuation, and per
                         position the top-64 log-probabilities + logsumexp of the raw logits.
+  logits_cases_f32.json (--f32-logits-only) the same 5 prompts on the model converted to an all-F32
+                        GGUF by gguf-py (pip install gguf), with an F32 KV cache: an fp32 reference.
   perplexity.json       llama.cpp-style (tools/perplexity, non-strided path) perplexity on
                         WikiText-2 test, n_ctx=512, first 64 chunks and all chunks.
 
@@ -64,6 +66,7 @@ TOP_K = 64
 MAX_NEW_TOKENS = 32
 PPL_N_CTX = 512
 PPL_FIRST_CHUNKS = 64
+GGML_TYPE_F32 = 0  # ggml_type enum value, for the KV cache of the fp32 run
 
 # --------------------------------------------------------------------------------------
 # Tokenizer strings. Each is tokenized with add_special=False (no BOS) and
@@ -268,8 +271,10 @@ def log_softmax_stats(logits: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 class Ref:
-    def __init__(self, model_path: str, n_ctx: int) -> None:
+    def __init__(self, model_path: str, n_ctx: int, kv_f32: bool = False) -> None:
         self.model_path = model_path
+        self.kv_f32 = kv_f32
+        extra = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if kv_f32 else {}
         self.llm = Llama(
             model_path=model_path,
             n_ctx=n_ctx,
@@ -281,6 +286,7 @@ class Ref:
             flash_attn=False,
             seed=SEED,
             verbose=False,
+            **extra,
         )
         self.vocab = self.llm._model.vocab
         self.n_vocab = self.llm.n_vocab()
@@ -338,7 +344,7 @@ def generator_block(ref: Ref, model_sha: str) -> dict[str, Any]:
             "n_threads": N_THREADS,
             "seed": SEED,
             "flash_attn": False,
-            "kv_cache_type": "f16 (llama.cpp default)",
+            "kv_cache_type": "f32" if ref.kv_f32 else "f16 (llama.cpp default)",
             "logits_all": True,
         },
     }
@@ -548,6 +554,34 @@ def greedy(ref: Ref, prompt_ids: list[int]) -> tuple[list[int], str]:
             break
         llm.eval([tid])
     return out, reason
+
+
+def write_f32_gguf(src: str, dst: str) -> None:
+    """Copy a GGUF with every tensor dequantized to F32 (by gguf-py, independent of qsafe) and all metadata kept.
+
+    llama.cpp multiplies F32 weights with F32 activations, so this file, run with an F32 KV cache, evaluates
+    exactly the network qsafe calls full precision (the dequantized Q4_1 / Q8_0 weights) in fp32 arithmetic.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(dst, arch)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = field.contents()
+        if field.name == "general.file_type":
+            value = int(gguf.LlamaFileType.ALL_F32)
+        writer.add_key_value(field.name, value, vtype, sub_type=sub)
+    for t in reader.tensors:
+        writer.add_tensor(t.name, np.ascontiguousarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def make_logits_cases(ref: Ref, gen: dict[str, Any], fp: "Fp32Model | None") -> dict[str, Any]:
@@ -848,6 +882,8 @@ def main() -> int:
                     help="skip the numpy fp32 cross-check statistics in logits_cases.json")
     ap.add_argument("--ppl-from-state", action="store_true",
                     help="score nothing: write perplexity.json from the chunks already in --ppl-state (may be partial)")
+    ap.add_argument("--f32-logits-only", action="store_true",
+                    help="only logits_cases_f32.json: the model converted to an all-F32 GGUF (in TMPDIR), F32 KV cache")
     ap.add_argument("--bos-variant-chunks", type=int, default=PPL_FIRST_CHUNKS,
                     help="also score this many chunks with BOS forced at each chunk start (0 = off)")
     args = ap.parse_args()
@@ -855,6 +891,22 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     model_sha = sha256_file(args.model)
     llama_cpp.llama_backend_init()
+
+    if args.f32_logits_only:
+        f32_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "qsafe_reference_all_f32.gguf")
+        print(f"writing {f32_path}", file=sys.stderr)
+        write_f32_gguf(args.model, f32_path)
+        ref = Ref(f32_path, n_ctx=2048, kv_f32=True)
+        gen = generator_block(ref, model_sha)
+        import importlib.metadata as md
+
+        gen["model_file"] = f"{os.path.basename(args.model)} converted to all-F32 by gguf-py {md.version('gguf')} (write_f32_gguf)"
+        gen["model_sha256"] = model_sha + " (of the source file)"
+        print("logits_cases_f32.json", file=sys.stderr)
+        fp = None if args.no_fp32_crosscheck else Fp32Model(args.model)
+        dump_json(make_logits_cases(ref, gen, fp), os.path.join(args.out, "logits_cases_f32.json"))
+        os.remove(f32_path)
+        return 0
 
     ref = Ref(args.model, n_ctx=2048)
     gen = generator_block(ref, model_sha)
