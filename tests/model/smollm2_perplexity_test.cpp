@@ -1,6 +1,7 @@
 // WikiText-2 perplexity of the fp32 SmolLM2 decoder against llama.cpp's (tests/fixtures/smollm2/perplexity.json):
 // identical tokenization of the whole text, and the first windows' mean NLL within 1 % in perplexity.
-// The full 64-window comparison is run by hand (docs/decoder.md); CI scores the first windows only.
+// The full 64-window comparison is run by hand (`qsafe perplexity --chunks 64`, docs/architecture.md); CI
+// scores the first windows only.
 #include <doctest/doctest.h>
 
 #include <cmath>
