@@ -20,7 +20,18 @@ void add_quantize_command(CLI::App& app) {
     model.rules = "*=int4-g128-asym";
     model.add_to(*cmd);
     calib.add_to(*cmd);
-    cmd->add_option("--method", method, "rtn, imatrix, gptq, awq or quik")->check(CLI::IsMember({"rtn", "imatrix", "gptq", "awq", "quik"}))->capture_default_str();
+    cmd->add_option("--method", method, "post-training method: " + qsafe::ptq_method_list())
+        ->check(CLI::Validator(
+            [](std::string& name) {
+                try {
+                    qsafe::parse_ptq_method(name);
+                    return std::string();
+                } catch (const qsafe::error& e) {
+                    return std::string(e.what());
+                }
+            },
+            "METHOD"))
+        ->capture_default_str();
     cmd->add_option("--damp", gptq.damp_fraction, "GPTQ: dampening as a fraction of the mean Hessian diagonal")->capture_default_str();
     cmd->add_option("--block", gptq.block_size, "GPTQ: lazy-update block size")->capture_default_str();
     cmd->add_flag("--act-order", gptq.act_order, "GPTQ: process columns by decreasing Hessian diagonal");

@@ -12,11 +12,14 @@
 //         variant; "+ocol" is appended when the rule's scheme has none)
 // Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry
 // under rtn and imatrix; imatrix gives it the importance vector for its weighted fitting.
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "qsafe/calib/calibration_stats.hpp"
@@ -30,22 +33,30 @@ namespace qsafe {
 
 enum class PtqMethod { rtn, imatrix, gptq, awq, quik };
 
+/// Every method by the name the command line, variant specs and quantized files use: the one list.
+inline constexpr std::array<std::pair<std::string_view, PtqMethod>, 5> ptq_methods{{
+    {"rtn", PtqMethod::rtn},
+    {"imatrix", PtqMethod::imatrix},
+    {"gptq", PtqMethod::gptq},
+    {"awq", PtqMethod::awq},
+    {"quik", PtqMethod::quik},
+}};
+
+/// "rtn, imatrix, gptq, awq, quik", for help texts and error messages.
+inline std::string ptq_method_list() {
+    std::string out;
+    for (const auto& [name, method] : ptq_methods) out += (out.empty() ? "" : ", ") + std::string(name);
+    return out;
+}
+
 inline PtqMethod parse_ptq_method(std::string_view name) {
-    if (name == "rtn") return PtqMethod::rtn;
-    if (name == "imatrix") return PtqMethod::imatrix;
-    if (name == "gptq") return PtqMethod::gptq;
-    if (name == "awq") return PtqMethod::awq;
-    if (name == "quik") return PtqMethod::quik;
-    throw config_error("unknown quantization method '" + std::string(name) + "' (known: rtn, imatrix, gptq, awq, quik)");
+    for (const auto& [known, method] : ptq_methods)
+        if (known == name) return method;
+    throw config_error("unknown quantization method '" + std::string(name) + "' (known: " + ptq_method_list() + ")");
 }
 inline const char* ptq_method_name(PtqMethod m) {
-    switch (m) {
-        case PtqMethod::rtn: return "rtn";
-        case PtqMethod::imatrix: return "imatrix";
-        case PtqMethod::gptq: return "gptq";
-        case PtqMethod::awq: return "awq";
-        case PtqMethod::quik: return "quik";
-    }
+    for (const auto& [name, method] : ptq_methods)
+        if (method == m) return name.data();  // the literals above are NUL-terminated
     return "rtn";
 }
 inline bool ptq_method_needs_calibration(PtqMethod m) { return m != PtqMethod::rtn; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstddef>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -116,10 +117,17 @@ std::size_t scheme_storage_bytes(std::size_t rows, std::size_t cols, std::size_t
     return bytes;
 }
 
+/// A fraction as a percentage with at most 3 significant digits ("0.5%" for 0.00500036): the amount in a
+/// scheme name is for people; the exact count of outliers or protected weights is in the layer's bytes.
 inline std::string format_percent(double fraction) {
-    std::string s = std::to_string(fraction * 100.0);
-    while (!s.empty() && s.back() == '0') s.pop_back();
-    if (!s.empty() && s.back() == '.') s.pop_back();
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g", fraction * 100.0);
+    std::string s = buf;
+    if (s.find('e') != std::string::npos) {  // below 1e-4 %: plain decimals rather than an exponent
+        s = std::to_string(fraction * 100.0);
+        while (!s.empty() && s.back() == '0') s.pop_back();
+        if (!s.empty() && s.back() == '.') s.pop_back();
+    }
     return s + "%";
 }
 }  // namespace detail
