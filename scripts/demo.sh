@@ -20,11 +20,15 @@ if [ -z "${QSAFE_DATA_DIR:-}" ] && [ -d "$root/../shared/datasets" ]; then
   export QSAFE_DATA_DIR="$root/../shared/datasets"
 fi
 calibration=(--calib wikitext2 --calib-samples 16 --calib-len 512)
+quality=(--quality-windows 4)
 if [ ! -f "${QSAFE_DATA_DIR:-/nonexistent}/wikitext2/test.txt" ]; then
-  # Without the shared datasets, calibrate on the benign half of qsafe's own prompts instead.
+  # Without the shared datasets, calibrate on the benign half of qsafe's own prompts instead, and skip the
+  # WikiText-2 perplexity / KL columns.
+  echo "demo: no WikiText-2 (set QSAFE_DATA_DIR to the shared datasets): calibrating on the default benign prompts, no perplexity/KL" >&2
   mkdir -p "$root/build"
   grep ',benign,' data/default_safety_prompts.csv | cut -d, -f4- | tr -d '"' > "$root/build/demo_calibration_prompts.txt" || true
   calibration=(--calib "prompts:$root/build/demo_calibration_prompts.txt" --calib-samples 16 --calib-len 512)
+  quality=(--quality-windows 0)
 fi
 
 echo "== building the qsafe tool" >&2
@@ -34,6 +38,6 @@ cmake --build build/release -j "$jobs" --target qsafe_cli
 echo "== qsafe demo: SmolLM2-135M-Instruct, fp vs RTN int4 / RTN int2 / GPTQ int4, on qsafe's default safety prompts" >&2
 build/release/bin/qsafe eval --model "$model" \
   --variants fp,int4-g128-asym:rtn,int2-g32-asym:rtn,int4-g128-asym:gptq \
-  --dataset default --max-new-tokens 48 --batch 40 --quality-windows 4 \
+  --dataset default --max-new-tokens 48 --batch 40 "${quality[@]}" \
   "${calibration[@]}" --out "$out" --resume
 echo "== report: $out/report.md, $out/report.json, $out/report.csv, plot: $out/report-default.svg" >&2

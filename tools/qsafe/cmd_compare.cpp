@@ -58,18 +58,13 @@ void add_compare_command(CLI::App& app) {
         }
         check_variants(specs);
         if (need_calibration) check_calibration_source(calib);
+        const auto text_path = wikitext2_path("the quality report");  // before any slow work
         if (sequential && !need_calibration)
             std::fprintf(stderr, "warning: --sequential has no effect: no variant uses calibration statistics (rtn and files)\n");
         qsafe::LoadOptions lo;
         lo.chat_template_override = chat_template;
         auto fp = qsafe::load_model(ref_path, lo);
-        const auto text_path = data_dir() / "wikitext2" / "test.txt";
-        std::ifstream in(text_path, std::ios::binary);
-        if (!in) throw qsafe::io_error(text_path.string() + ": cannot open (set QSAFE_DATA_DIR)");
-        std::ostringstream ss;
-        ss << in.rdbuf();
-        std::string text = ss.str();
-        if (!text.empty() && text.back() == '\n') text.pop_back();
+        const std::string text = read_wikitext2("the quality report");
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
         qsafe::WindowOptions wopt = windows;
         wopt.replace_first_with_bos = fp.tokenizer.spec().add_bos && fp.tokenizer.bos_id().has_value();

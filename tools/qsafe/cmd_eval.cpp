@@ -113,6 +113,9 @@ void add_eval_command(CLI::App& app) {
         std::vector<qsafe::eval::PromptDataset> datasets;
         for (const auto& d : split_list(a.datasets)) datasets.push_back(qsafe::eval::load_named_dataset(d, dopt));
 
+        // Fail now, not after the first variant's answers, when the quality windows have no text.
+        if (a.quality_windows > 0) wikitext2_path("--quality-windows");
+
         // Judge.
         auto make_judge = [&](const std::string& spec) -> qsafe::eval::AnyJudge {
             if (spec == "refusal" || spec == "gcg") {
@@ -228,11 +231,7 @@ void add_eval_command(CLI::App& app) {
                 info.file_bytes = spec.file.empty() ? m->model.weights().linear_storage_bytes() : std::filesystem::file_size(spec.file);
                 if (a.quality_windows > 0) {
                     if (!quality_ref) {
-                        std::ifstream in(data_dir() / "wikitext2" / "test.txt", std::ios::binary);
-                        std::ostringstream ss;
-                        ss << in.rdbuf();
-                        std::string text = ss.str();
-                        if (!text.empty() && text.back() == '\n') text.pop_back();
+                        const std::string text = read_wikitext2("--quality-windows");
                         wiki_tokens = fp().tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
                         quality_ref = qsafe::record_reference(fp().model, wiki_tokens, wopt, 128);
                     }

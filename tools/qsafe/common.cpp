@@ -62,6 +62,20 @@ std::string read_text_file(const std::filesystem::path& path) {
 }
 }  // namespace
 
+std::filesystem::path wikitext2_path(const std::string& purpose) {
+    const auto path = data_dir() / "wikitext2" / "test.txt";
+    if (!std::filesystem::is_regular_file(path))
+        throw qsafe::io_error(path.string() + ": WikiText-2 test text not found (needed for " + purpose +
+                              "); set QSAFE_DATA_DIR to the folder holding wikitext2/test.txt");
+    return path;
+}
+
+std::string read_wikitext2(const std::string& purpose) {
+    std::string text = read_text_file(wikitext2_path(purpose));
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    return text;
+}
+
 std::string CalibrationOptions::describe() const {
     return source + ":" + std::to_string(samples.samples) + "x" + std::to_string(samples.length) + ":seed=" +
            std::to_string(samples.seed);
@@ -90,7 +104,11 @@ bool is_dataset_name(std::string_view source) {
 }
 
 void check_calibration_source(const CalibrationOptions& opt) {
-    if (opt.source == "wikitext2" || is_dataset_name(opt.source)) return;
+    if (opt.source == "wikitext2") {
+        wikitext2_path("--calib wikitext2");
+        return;
+    }
+    if (is_dataset_name(opt.source)) return;
     const bool prompts = opt.source.starts_with("prompts:");
     const std::filesystem::path path = prompts ? opt.source.substr(8) : opt.source;
     if (std::filesystem::is_regular_file(path)) return;
@@ -119,7 +137,7 @@ std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedMo
         for (const auto& row : qsafe::eval::load_named_dataset(opt.source, d)) prompts.emplace_back(row.prompt);
         samples = qsafe::prompt_samples(fp.tokenizer, fp.chat_template, prompts, opt.samples);
     } else {
-        const std::filesystem::path path = opt.source == "wikitext2" ? data_dir() / "wikitext2" / "test.txt" : std::filesystem::path(opt.source);
+        const std::filesystem::path path = opt.source == "wikitext2" ? wikitext2_path("--calib wikitext2") : std::filesystem::path(opt.source);
         std::string text = read_text_file(path);
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
         samples = qsafe::text_samples(tokens, opt.samples);

@@ -49,6 +49,13 @@ qsafe::LoadedModel load_with_rules(const ModelOptions& opt);
 /// The shared datasets folder: $QSAFE_DATA_DIR, else ../shared/datasets beside the source tree.
 std::filesystem::path data_dir();
 
+/// WikiText-2's test text (data_dir()/wikitext2/test.txt). Throws io_error naming the path, what needed it
+/// (`purpose`, e.g. "--quality-windows") and how to provide it when the file is missing, so commands can
+/// check before any slow work.
+std::filesystem::path wikitext2_path(const std::string& purpose);
+/// The text of wikitext2_path(purpose), with one trailing newline removed as llama.cpp's --file does.
+std::string read_wikitext2(const std::string& purpose);
+
 /// Calibration options of `quantize`, `compare` and `eval`.
 struct CalibrationOptions {
     std::string source = "wikitext2";  // "wikitext2", a dataset name, a .txt file, or "prompts:<file>" (one prompt per line)
