@@ -3,6 +3,7 @@
 // SwiGLU MLP) whose linear layers run under any scheme. One code path serves prompt prefill and batched
 // decoding: forward() takes a batch of tokens, each appended to its own sequence's cache, so linear layers
 // see a (tokens x features) matrix and use the GEMM kernels; attention is per token and head.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -181,31 +182,63 @@ class LlamaModel {
         }
     }
 
+    /// Causal attention of every slot's query over its cache. A run of slots that extend one cache at
+    /// consecutive positions (a prompt being prefilled) is done per head in blocks of query rows as two
+    /// matrix products (scores = Q K^T, out = P V), so keys and values are read once per block instead of
+    /// once per query; single tokens (decoding) take one matrix-vector product per head. Jobs are a fixed
+    /// partition of (run, head, row block), so results do not depend on the thread count.
     void attention(std::span<const TokenSlot> slots, const std::vector<std::size_t>& pos, std::size_t layer,
                    const RowMatrixF& q, RowMatrixF& out) const {
         const LlamaConfig& c = w_.config;
         const std::size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-        parallel_for(slots.size() * c.n_heads, [&](std::size_t job) {
-            const std::size_t t = job / c.n_heads, head = job % c.n_heads, kv_head = head / group;
-            const KvCache& cache = *slots[t].cache;
-            const float* qv = q.row(static_cast<Eigen::Index>(t)).data() + head * hd;
-            thread_local std::vector<float> scores;
-            const std::size_t n = pos[t] + 1;
-            scores.resize(n);
+        constexpr std::size_t rows_per_block = 64;
+        struct Job {
+            std::size_t first, count, head;  // query rows [first, first + count) of one run, one head
+        };
+        std::vector<Job> jobs;
+        for (std::size_t t = 0; t < slots.size();) {
+            std::size_t end = t + 1;
+            while (end < slots.size() && slots[end].cache == slots[t].cache && pos[end] == pos[end - 1] + 1) ++end;
+            for (std::size_t head = 0; head < c.n_heads; ++head)
+                for (std::size_t r = t; r < end; r += rows_per_block) jobs.push_back({r, std::min(rows_per_block, end - r), head});
+            t = end;
+        }
+        using Stride = Eigen::OuterStride<>;
+        using HeadRows = Eigen::Map<const RowMatrixF, 0, Stride>;
+        using OutRows = Eigen::Map<RowMatrixF, 0, Stride>;
+        const auto kv_dim = static_cast<Eigen::Index>(c.n_kv_heads * hd);
+        parallel_for(jobs.size(), [&](std::size_t j) {
+            const Job job = jobs[j];
+            const std::size_t kv_head = job.head / group;
+            const KvCache& cache = *slots[job.first].cache;
+            const std::size_t n = pos[job.first + job.count - 1] + 1;  // keys the last row of the block sees
             // Keys and values of this KV head over positions [0, n): row j at stride kv_dim in the cache.
-            using Stride = Eigen::OuterStride<>;
-            using HeadRows = Eigen::Map<const RowMatrixF, 0, Stride>;
-            const auto kv_dim = static_cast<Eigen::Index>(c.n_kv_heads * hd);
             const HeadRows keys(cache.key(layer, 0) + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
             const HeadRows values(cache.value(layer, 0) + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
-            const Eigen::Map<const VectorF> query(qv, static_cast<Eigen::Index>(hd));
-            Eigen::Map<VectorF> score_vec(scores.data(), static_cast<Eigen::Index>(n));
-            score_vec.noalias() = keys * query;  // vectorized dot products (a scalar loop cannot be reassociated)
-            score_vec *= scale;
-            ops::softmax(scores);
-            Eigen::Map<VectorF> o(out.row(static_cast<Eigen::Index>(t)).data() + head * hd, static_cast<Eigen::Index>(hd));
-            o.noalias() = values.transpose() * score_vec;
+            const auto rows = static_cast<Eigen::Index>(job.count);
+            const HeadRows queries(q.row(static_cast<Eigen::Index>(job.first)).data() + job.head * hd, rows,
+                                   static_cast<Eigen::Index>(hd), Stride(q.cols()));
+            OutRows o(out.row(static_cast<Eigen::Index>(job.first)).data() + job.head * hd, rows, static_cast<Eigen::Index>(hd),
+                      Stride(out.cols()));
+            thread_local RowMatrixF scores;
+            scores.resize(rows, static_cast<Eigen::Index>(n));
+            if (job.count == 1)
+                scores.row(0).transpose().noalias() = keys * queries.row(0).transpose();  // vectorized dot products
+            else
+                scores.noalias() = queries * keys.transpose();
+            for (Eigen::Index r = 0; r < rows; ++r) {
+                // Row r sees positions [0, pos + 1); later columns belong to later queries of the block.
+                const std::size_t seen = pos[job.first + static_cast<std::size_t>(r)] + 1;
+                std::span<float> row(scores.row(r).data(), seen);
+                for (float& v : row) v *= scale;
+                ops::softmax(row);
+                std::fill(scores.row(r).data() + seen, scores.row(r).data() + n, 0.0f);
+            }
+            if (job.count == 1)
+                o.row(0).transpose().noalias() = values.transpose() * scores.row(0).transpose();
+            else
+                o.noalias() = scores * values;
         });
     }
 
