@@ -3,7 +3,6 @@
 // KL uses the reference's stored top-k log-probabilities (plus one merged tail outcome), recorded once.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <optional>
 #include <sstream>
 
@@ -64,7 +63,7 @@ void add_compare_command(CLI::App& app) {
         qsafe::LoadOptions lo;
         lo.chat_template_override = chat_template;
         auto fp = qsafe::load_model(ref_path, lo);
-        const std::string text = read_wikitext2("the quality report");
+        const std::string text = read_wikitext2(text_path);
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
         qsafe::WindowOptions wopt = windows;
         wopt.replace_first_with_bos = fp.tokenizer.spec().add_bos && fp.tokenizer.bos_id().has_value();

@@ -6,9 +6,7 @@
 #include <chrono>
 #include <tuple>
 #include <cstdio>
-#include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
@@ -114,7 +112,7 @@ void add_eval_command(CLI::App& app) {
         for (const auto& d : split_list(a.datasets)) datasets.push_back(qsafe::eval::load_named_dataset(d, dopt));
 
         // Fail now, not after the first variant's answers, when the quality windows have no text.
-        if (a.quality_windows > 0) wikitext2_path("--quality-windows");
+        const std::filesystem::path wiki_path = a.quality_windows > 0 ? wikitext2_path("--quality-windows") : std::filesystem::path();
 
         // Judge.
         auto make_judge = [&](const std::string& spec) -> qsafe::eval::AnyJudge {
@@ -231,7 +229,7 @@ void add_eval_command(CLI::App& app) {
                 info.file_bytes = spec.file.empty() ? m->model.weights().linear_storage_bytes() : std::filesystem::file_size(spec.file);
                 if (a.quality_windows > 0) {
                     if (!quality_ref) {
-                        const std::string text = read_wikitext2("--quality-windows");
+                        const std::string text = read_wikitext2(wiki_path);
                         wiki_tokens = fp().tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
                         quality_ref = qsafe::record_reference(fp().model, wiki_tokens, wopt, 128);
                     }

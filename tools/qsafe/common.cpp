@@ -52,7 +52,6 @@ std::filesystem::path data_dir() {
     return std::filesystem::path(QSAFE_SOURCE_DIR) / ".." / "shared" / "datasets";
 }
 
-namespace {
 std::string read_text_file(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) throw qsafe::io_error(path.string() + ": cannot open");
@@ -60,7 +59,6 @@ std::string read_text_file(const std::filesystem::path& path) {
     s << in.rdbuf();
     return s.str();
 }
-}  // namespace
 
 std::filesystem::path wikitext2_path(const std::string& purpose) {
     const auto path = data_dir() / "wikitext2" / "test.txt";
@@ -70,8 +68,8 @@ std::filesystem::path wikitext2_path(const std::string& purpose) {
     return path;
 }
 
-std::string read_wikitext2(const std::string& purpose) {
-    std::string text = read_text_file(wikitext2_path(purpose));
+std::string read_wikitext2(const std::filesystem::path& path) {
+    std::string text = read_text_file(path);
     if (!text.empty() && text.back() == '\n') text.pop_back();
     return text;
 }

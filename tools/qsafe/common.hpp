@@ -53,8 +53,11 @@ std::filesystem::path data_dir();
 /// (`purpose`, e.g. "--quality-windows") and how to provide it when the file is missing, so commands can
 /// check before any slow work.
 std::filesystem::path wikitext2_path(const std::string& purpose);
-/// The text of wikitext2_path(purpose), with one trailing newline removed as llama.cpp's --file does.
-std::string read_wikitext2(const std::string& purpose);
+/// WikiText-2's text at `path` (from wikitext2_path), with one trailing newline removed as llama.cpp's
+/// --file does.
+std::string read_wikitext2(const std::filesystem::path& path);
+/// A whole file's bytes; io_error naming the file when it cannot be opened.
+std::string read_text_file(const std::filesystem::path& path);
 
 /// Calibration options of `quantize`, `compare` and `eval`.
 struct CalibrationOptions {

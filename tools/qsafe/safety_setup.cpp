@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -106,12 +105,9 @@ qsafe::ResponseSet safety_response_set(qsafe::LoadedModel& fp, const SafetyDataO
 }
 
 qsafe::ResponseSet utility_response_set(qsafe::LoadedModel& fp, std::size_t windows, std::size_t length, std::uint64_t seed) {
-    const auto path = wikitext2_path("the utility response set");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw qsafe::io_error(path.string() + ": cannot open");
-    std::ostringstream text;  // read whole, trailing newline kept (the sampled windows depend on the token count)
-    text << in.rdbuf();
-    const auto tokens = fp.tokenizer.encode(text.str(), {.add_bos = false, .parse_special = false});
+    // The whole file, trailing newline kept (the sampled windows depend on the token count).
+    const std::string text = read_text_file(wikitext2_path("the utility response set"));
+    const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
     qsafe::SampleOptions so;
     so.samples = windows;
     so.length = length;

@@ -2,7 +2,8 @@
 // LlamaModel: a minimal Llama-family decoder (RMSNorm, RoPE, grouped-query attention with a KV cache,
 // SwiGLU MLP) whose linear layers run under any scheme. One code path serves prompt prefill and batched
 // decoding: forward() takes a batch of tokens, each appended to its own sequence's cache, so linear layers
-// see a (tokens x features) matrix and use the GEMM kernels; attention is per token and head.
+// see a (tokens x features) matrix and use the GEMM kernels; attention takes a prompt's queries in blocks
+// (matrix products per head) and a decoding token alone (a matrix-vector product per head).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
