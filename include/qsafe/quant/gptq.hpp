@@ -29,6 +29,7 @@
 #include "qsafe/core/error.hpp"
 #include "qsafe/core/half.hpp"
 #include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/parallel.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
 #include "qsafe/quant/group_codec.hpp"
 #include "qsafe/quant/quantize_options.hpp"
@@ -44,23 +45,27 @@ struct GptqOptions {
 
 namespace detail {
 
-/// Upper Cholesky factor of the inverse of the dampened Hessian. Retries with 10x the damping when H is
-/// not positive definite (e.g. too few calibration tokens for the layer's width).
+/// Upper Cholesky factor U of the inverse of the dampened Hessian (U^T U = H^-1). Retries with 10x the
+/// damping when H is not positive definite (e.g. too few calibration tokens for the layer's width).
+/// Computed without forming H^-1: with J the reversal permutation and J H J = L L^T (lower Cholesky),
+/// H^-1 = J L^-T L^-1 J = U^T U for U = J L^-1 J, which is upper triangular with a positive diagonal, so
+/// it is the factor. One Cholesky and one triangular inverse instead of an inverse and a second Cholesky.
 inline Eigen::MatrixXf gptq_inverse_factor(Eigen::MatrixXd h, double damp_fraction, const std::string& label) {
     const auto n = h.rows();
     for (Eigen::Index j = 0; j < n; ++j)
         if (h(j, j) <= 0.0) h(j, j) = 1.0;
     const double mean_diag = h.diagonal().mean();
     double damp = damp_fraction * mean_diag;
+    const Eigen::MatrixXd reversed = h.reverse();
     for (int attempt = 0; attempt < 4; ++attempt, damp *= 10.0) {
-        Eigen::MatrixXd hd = h;
+        Eigen::MatrixXd hd = reversed;
         hd.diagonal().array() += damp;
         Eigen::LLT<Eigen::MatrixXd> llt(hd);
         if (llt.info() != Eigen::Success) continue;
-        const Eigen::MatrixXd inverse = llt.solve(Eigen::MatrixXd::Identity(n, n));
-        Eigen::LLT<Eigen::MatrixXd> inv_llt(inverse);
-        if (inv_llt.info() != Eigen::Success) continue;
-        return inv_llt.matrixU().toDenseMatrix().cast<float>();
+        Eigen::MatrixXd l_inverse = Eigen::MatrixXd::Identity(n, n);
+        llt.matrixL().solveInPlace(l_inverse);
+        if (!l_inverse.allFinite()) continue;
+        return l_inverse.reverse().triangularView<Eigen::Upper>().toDenseMatrix().cast<float>();
     }
     throw numeric_error(label + ": GPTQ: the calibration Hessian is not positive definite even with damping " + std::to_string(damp));
 }
@@ -127,7 +132,6 @@ QuantizedMatrix<S> quantize_gptq(ConstMatrixView w, const Eigen::MatrixXf& hessi
     for (std::size_t j = 0; j < cols; ++j) position[order[j]] = j;
 
     const auto n = static_cast<Eigen::Index>(cols);
-    const auto nr = static_cast<Eigen::Index>(rows);
     Eigen::MatrixXd hp(n, n);
     for (Eigen::Index a = 0; a < n; ++a)
         for (Eigen::Index b = 0; b < n; ++b)
@@ -135,58 +139,71 @@ QuantizedMatrix<S> quantize_gptq(ConstMatrixView w, const Eigen::MatrixXf& hessi
                                static_cast<Eigen::Index>(order[static_cast<std::size_t>(b)]));
     const Eigen::MatrixXf u = detail::gptq_inverse_factor(std::move(hp), gopt.damp_fraction, label);
 
-    Eigen::MatrixXf wp(nr, n);  // column-major: column j = original column order[j], updated as we go
-    for (Eigen::Index j = 0; j < n; ++j)
-        for (Eigen::Index r = 0; r < nr; ++r) wp(r, j) = w(static_cast<std::size_t>(r), order[static_cast<std::size_t>(j)]);
-
     std::vector<std::uint8_t> codes(rows * m.padded_cols, 0);
     std::vector<float> chosen(rows * cols, 0.0f);  // the value each weight ends up as (row-major, original order)
     std::vector<GroupParams<S>> params(rows * m.groups_per_row);
-    std::vector<std::uint8_t> group_fitted(m.groups_per_row, 0);
-    std::vector<float> group_values(m.group_size);
 
+    // Rows never exchange errors, so fixed chunks of rows run the whole algorithm independently (in
+    // parallel; each chunk's products are the same whatever the thread count, so the result is too).
+    constexpr std::size_t rows_per_chunk = 64;
     const auto block = static_cast<Eigen::Index>(gopt.block_size);
-    for (Eigen::Index i1 = 0; i1 < n; i1 += block) {
-        const Eigen::Index count = std::min(block, n - i1);
-        Eigen::MatrixXf w1 = wp.middleCols(i1, count);
-        Eigen::MatrixXf err1(nr, count);
-        auto current = [&](std::size_t r, std::size_t c) {
-            const auto j = static_cast<Eigen::Index>(position[c]);
-            return (j >= i1 && j < i1 + count) ? w1(static_cast<Eigen::Index>(r), j - i1) : wp(static_cast<Eigen::Index>(r), j);
-        };
-        for (Eigen::Index i = 0; i < count; ++i) {
-            const std::size_t c = order[static_cast<std::size_t>(i1 + i)];
-            const std::size_t g = c / m.group_size;
-            const std::size_t g0 = g * m.group_size, g1 = std::min(g0 + m.group_size, cols);
-            if (!outlier_column[c] && !group_fitted[g]) {
-                for (std::size_t r = 0; r < rows; ++r) {
-                    for (std::size_t cc = g0; cc < g1; ++cc) group_values[cc - g0] = current(r, cc);
-                    params[r * m.groups_per_row + g] =
-                        codec_for(r, g).fit(group_values.data(), opt.importance.empty() ? nullptr : opt.importance.data() + g0,
-                                            excluded ? excluded + r * cols + g0 : nullptr, g1 - g0, opt);
+    auto quantize_rows = [&](std::size_t row0, std::size_t row1) {
+        const auto nr = static_cast<Eigen::Index>(row1 - row0);
+        Eigen::MatrixXf wp(nr, n);  // column-major: column j = original column order[j], updated as we go
+        for (Eigen::Index j = 0; j < n; ++j)
+            for (Eigen::Index r = 0; r < nr; ++r)
+                wp(r, j) = w(row0 + static_cast<std::size_t>(r), order[static_cast<std::size_t>(j)]);
+        std::vector<std::uint8_t> group_fitted(m.groups_per_row, 0);
+        std::vector<float> group_values(m.group_size);
+        Eigen::MatrixXf w1, err1;
+        for (Eigen::Index i1 = 0; i1 < n; i1 += block) {
+            const Eigen::Index count = std::min(block, n - i1);
+            w1 = wp.middleCols(i1, count);
+            err1.resize(nr, count);
+            auto current = [&](Eigen::Index r, std::size_t c) {
+                const auto j = static_cast<Eigen::Index>(position[c]);
+                return (j >= i1 && j < i1 + count) ? w1(r, j - i1) : wp(r, j);
+            };
+            for (Eigen::Index i = 0; i < count; ++i) {
+                const std::size_t c = order[static_cast<std::size_t>(i1 + i)];
+                const std::size_t g = c / m.group_size;
+                const std::size_t g0 = g * m.group_size, g1 = std::min(g0 + m.group_size, cols);
+                if (!outlier_column[c] && !group_fitted[g]) {
+                    for (Eigen::Index r = 0; r < nr; ++r) {
+                        const std::size_t row = row0 + static_cast<std::size_t>(r);
+                        for (std::size_t cc = g0; cc < g1; ++cc) group_values[cc - g0] = current(r, cc);
+                        params[row * m.groups_per_row + g] = codec_for(row, g).fit(
+                            group_values.data(), opt.importance.empty() ? nullptr : opt.importance.data() + g0,
+                            excluded ? excluded + row * cols + g0 : nullptr, g1 - g0, opt);
+                    }
+                    group_fitted[g] = 1;
                 }
-                group_fitted[g] = 1;
-            }
-            const float d = u(i1 + i, i1 + i);
-            for (std::size_t r = 0; r < rows; ++r) {
-                const float value = w1(static_cast<Eigen::Index>(r), i);
-                float q;
-                if (excluded && excluded[r * cols + c]) {
-                    q = to_float(to_fp16(value));
-                } else {
-                    const auto& p = params[r * m.groups_per_row + g];
-                    const unsigned code = codec_for(r, g).encode(value, p);
-                    codes[r * m.padded_cols + c] = static_cast<std::uint8_t>(code);
-                    q = codec_for(r, g).decode(code, p);
+                const float d = u(i1 + i, i1 + i);
+                for (Eigen::Index r = 0; r < nr; ++r) {
+                    const std::size_t row = row0 + static_cast<std::size_t>(r);
+                    const float value = w1(r, i);
+                    float q;
+                    if (excluded && excluded[row * cols + c]) {
+                        q = to_float(to_fp16(value));
+                    } else {
+                        const auto& p = params[row * m.groups_per_row + g];
+                        const unsigned code = codec_for(row, g).encode(value, p);
+                        codes[row * m.padded_cols + c] = static_cast<std::uint8_t>(code);
+                        q = codec_for(row, g).decode(code, p);
+                    }
+                    chosen[row * cols + c] = q;
+                    err1(r, i) = (value - q) / d;
                 }
-                chosen[r * cols + c] = q;
-                err1(static_cast<Eigen::Index>(r), i) = (value - q) / d;
+                if (i + 1 < count)
+                    w1.rightCols(count - i - 1).noalias() -= err1.col(i) * u.row(i1 + i).segment(i1 + i + 1, count - i - 1);
             }
-            if (i + 1 < count)
-                w1.rightCols(count - i - 1).noalias() -= err1.col(i) * u.row(i1 + i).segment(i1 + i + 1, count - i - 1);
+            if (i1 + count < n) wp.rightCols(n - i1 - count).noalias() -= err1 * u.block(i1, i1 + count, count, n - i1 - count);
         }
-        if (i1 + count < n) wp.rightCols(n - i1 - count).noalias() -= err1 * u.block(i1, i1 + count, count, n - i1 - count);
-    }
+    };
+    const std::size_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+    parallel_for(chunks, [&](std::size_t k) {
+        quantize_rows(k * rows_per_chunk, std::min(rows, (k + 1) * rows_per_chunk));
+    });
 
     // Store: scales / zeros, codes (excluded positions and padding get the group's zero code), outliers.
     for (std::size_t r = 0; r < rows; ++r) {
