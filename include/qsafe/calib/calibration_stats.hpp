@@ -49,19 +49,14 @@ struct LinearInputStats {
         using Stride = Eigen::OuterStride<>;
         const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(x.rows), static_cast<Eigen::Index>(x.cols),
                                                          Stride(static_cast<Eigen::Index>(x.stride)));
-        // Lower triangle only (mirrored once in finalize()), in column blocks spread over the threads. Block
-        // b and block nb-1-b go to the same task so every task has about the same area of the triangle.
+        // Lower triangle only (mirrored once in finalize()), in column blocks of decreasing height handed to
+        // whichever thread is free (static halves of a triangle are uneven).
         constexpr Eigen::Index block = 64;
         const auto n = static_cast<Eigen::Index>(cols);
         const Eigen::Index nb = (n + block - 1) / block;
-        auto update_block = [&](Eigen::Index b) {
-            const Eigen::Index c0 = b * block, width = std::min(block, n - c0);
+        parallel_for_dynamic(static_cast<std::size_t>(nb), [&](std::size_t i) {
+            const Eigen::Index c0 = static_cast<Eigen::Index>(i) * block, width = std::min(block, n - c0);
             hessian.block(c0, c0, n - c0, width).noalias() += xm.rightCols(n - c0).transpose() * xm.middleCols(c0, width);
-        };
-        parallel_for(static_cast<std::size_t>((nb + 1) / 2), [&](std::size_t i) {
-            const auto b = static_cast<Eigen::Index>(i);
-            update_block(b);
-            if (nb - 1 - b != b) update_block(nb - 1 - b);
         });
         sum_abs += xm.cwiseAbs().colwise().sum().transpose();
         sum_sq += xm.cwiseAbs2().colwise().sum().transpose();

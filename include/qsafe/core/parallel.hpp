@@ -50,4 +50,19 @@ void parallel_for(std::size_t n, Body&& body, std::size_t grain = 1) {
     });
 }
 
+/// Calls body(i) for every i in [0, n), in parallel, handing indices out one at a time to whichever thread
+/// is free (for tasks of unequal size; put the large ones first). Which thread runs an index never changes
+/// what the index computes, so results stay independent of the thread count.
+template <class Body>
+void parallel_for_dynamic(std::size_t n, Body&& body) {
+    const int threads = num_threads();
+    if (threads <= 1 || n <= 1) {
+        for (std::size_t i = 0; i < n; ++i) body(i);
+        return;
+    }
+    const auto count = static_cast<std::int64_t>(n);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (std::int64_t i = 0; i < count; ++i) body(static_cast<std::size_t>(i));
+}
+
 }  // namespace qsafe

@@ -111,9 +111,15 @@ class DenseLinear final : public QuantizedLinear {
                                                          static_cast<Eigen::Index>(x.cols), Stride(static_cast<Eigen::Index>(x.stride)));
         Eigen::Map<RowMatrixF, 0, Stride> ym(y.data, static_cast<Eigen::Index>(y.rows), static_cast<Eigen::Index>(y.cols),
                                              Stride(static_cast<Eigen::Index>(y.stride)));
-        parallel_for(block_count(), [&](std::size_t b) {
-            const auto [begin, n] = block(b);
-            ym.middleCols(begin, n).noalias() = xm * w_.middleRows(begin, n).transpose();
+        // Tiles of 64 outputs x 256 tokens: long prompts give every thread an equal share even for layers
+        // with few 64-row blocks (k/v projections have 3). Fixed tiles keep results thread-count independent.
+        constexpr std::size_t token_block = 256;
+        const std::size_t token_blocks = (x.rows + token_block - 1) / token_block;
+        parallel_for(block_count() * token_blocks, [&](std::size_t tile) {
+            const auto [begin, n] = block(tile / token_blocks);
+            const std::size_t t0 = tile % token_blocks * token_block, tn = std::min(token_block, x.rows - t0);
+            const auto t0i = static_cast<Eigen::Index>(t0), tni = static_cast<Eigen::Index>(tn);
+            ym.block(t0i, begin, tni, n).noalias() = xm.middleRows(t0i, tni) * w_.middleRows(begin, n).transpose();
         });
     }
     RowMatrixF dequantize() const override { return w_; }
