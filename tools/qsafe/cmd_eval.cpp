@@ -61,7 +61,7 @@ void add_eval_command(CLI::App& app) {
     a.decoding.max_new_tokens = 96;
     cmd->add_option("-m,--model", a.model, "the full-precision model: GGUF, HF folder or 'smollm2'")->capture_default_str();
     cmd->add_option("--variants", a.variants,
-                    "comma-separated variants: fp, <scheme>:<rtn|imatrix|gptq|awq|quik>, or quantized .gguf files")
+                    "comma-separated variants: fp, <scheme>:<rtn|imatrix|gptq|awq|quik|hqq>, or quantized .gguf files")
         ->capture_default_str();
     cmd->add_option("--variant", a.extra_variants, "one more variant (for specs with commas, e.g. 'rules=*=int3-g128-asym,output=fp32:gptq')");
     cmd->add_option("-d,--dataset", a.datasets, "comma-separated datasets: default, advbench, harmbench, xstest, jailbreakbench, opensafetymini")

@@ -1,4 +1,4 @@
-// qsafe quantize: post-training quantization of a whole model (rtn, imatrix, gptq, awq, quik) into a quantized
+// qsafe quantize: post-training quantization of a whole model (rtn, imatrix, gptq, awq, quik, hqq) into a quantized
 // model file that every other command loads without re-quantizing.
 #include <chrono>
 #include <cstdio>
@@ -11,7 +11,7 @@
 namespace qsafe_cli {
 
 void add_quantize_command(CLI::App& app) {
-    auto* cmd = app.add_subcommand("quantize", "Quantize a model (rtn, imatrix, gptq, awq, quik) and write a quantized model file");
+    auto* cmd = app.add_subcommand("quantize", "Quantize a model (rtn, imatrix, gptq, awq, quik, hqq) and write a quantized model file");
     static ModelOptions model;
     static CalibrationOptions calib;
     static std::string method = "rtn", output;

@@ -10,6 +10,7 @@
 //   awq   AWQ scales searched and folded (ptq/awq.hpp), then RTN with clip search and importance
 //   quik  GPTQ with the K input channels of largest calibration max|x| kept in fp16 (the scheme's "+ocol"
 //         variant; "+ocol" is appended when the rule's scheme has none)
+//   hqq   HQQ, data-free: each group's parameters refined by half-quadratic l_p minimisation (quant/hqq.hpp)
 // Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry
 // under rtn and imatrix; imatrix gives it the importance vector for its weighted fitting.
 #include <array>
@@ -31,18 +32,19 @@
 
 namespace qsafe {
 
-enum class PtqMethod { rtn, imatrix, gptq, awq, quik };
+enum class PtqMethod { rtn, imatrix, gptq, awq, quik, hqq };
 
 /// Every method by the name the command line, variant specs and quantized files use: the one list.
-inline constexpr std::array<std::pair<std::string_view, PtqMethod>, 5> ptq_methods{{
+inline constexpr std::array<std::pair<std::string_view, PtqMethod>, 6> ptq_methods{{
     {"rtn", PtqMethod::rtn},
     {"imatrix", PtqMethod::imatrix},
     {"gptq", PtqMethod::gptq},
     {"awq", PtqMethod::awq},
     {"quik", PtqMethod::quik},
+    {"hqq", PtqMethod::hqq},
 }};
 
-/// "rtn, imatrix, gptq, awq, quik", for help texts and error messages.
+/// "rtn, imatrix, gptq, awq, quik, hqq", for help texts and error messages.
 inline std::string ptq_method_list() {
     std::string out;
     for (const auto& [name, method] : ptq_methods) out += (out.empty() ? "" : ", ") + std::string(name);
@@ -59,7 +61,7 @@ inline const char* ptq_method_name(PtqMethod m) {
         if (method == m) return name.data();  // the literals above are NUL-terminated
     return "rtn";
 }
-inline bool ptq_method_needs_calibration(PtqMethod m) { return m != PtqMethod::rtn; }
+inline bool ptq_method_needs_calibration(PtqMethod m) { return m != PtqMethod::rtn && m != PtqMethod::hqq; }
 /// imatrix and AWQ search each group's clipping under the importance-weighted error (without the search a
 /// uniform grid's min/max fit ignores importance).
 inline bool ptq_method_searches_clip(PtqMethod m) { return m == PtqMethod::imatrix || m == PtqMethod::awq; }
@@ -70,6 +72,7 @@ struct PtqOptions {
     QuantizeOptions base = {};  // clip search etc. (AWQ turns clip search on)
     GptqOptions gptq = {};
     AwqOptions awq = {};
+    HqqOptions hqq = {};
     /// imatrix, awq: weight the error by the calibration importance mean x^2 (rtn never does, so its
     /// result does not depend on whether statistics happen to be at hand).
     bool use_importance = true;
@@ -148,7 +151,7 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
     o.tensor_name = name;
     const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
     VectorF importance, column_scores;
-    const bool data_free = opt.method == PtqMethod::rtn;
+    const bool data_free = !ptq_method_needs_calibration(opt.method);
     if (st && st->tokens > 0 && opt.use_importance && !data_free) {
         importance = st->mean_sq();
         o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
@@ -160,7 +163,13 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
     const std::vector<std::size_t>* keep = opt.protected_weights ? opt.protected_weights->for_tensor(name) : nullptr;
     const bool protect = keep && !keep->empty() && scheme != "fp32";
     const bool gptq = (opt.method == PtqMethod::gptq || opt.method == PtqMethod::quik) && scheme != "fp32";
+    const bool hqq = opt.method == PtqMethod::hqq && scheme != "fp32";
     const auto quantize = [&](ConstMatrixView w, const ResolvedScheme& r, const QuantizeOptions& q) {
+        if (hqq) {
+            if (!r.entry->quantize_hqq)
+                throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with HQQ; use method rtn");
+            return r.entry->quantize_hqq(w, opt.hqq, r.apply(q), r.full_name);
+        }
         if (!gptq) return r.entry->quantize_rtn(w, r.apply(q), r.full_name);
         if (!r.entry->quantize_gptq)
             throw config_error("scheme '" + scheme + "' (tensor '" + name + "') cannot be quantized with GPTQ; use method rtn");

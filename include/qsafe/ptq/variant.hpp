@@ -9,7 +9,7 @@
 //                                 explicit per-tensor rules
 //   "path/to/model.gguf" or "name=path/to/model.gguf"
 //                                 a quantized model file (or any GGUF), loaded as stored
-// Method names: rtn, imatrix, gptq, awq, quik (ptq/quantize_model.hpp); omitted = rtn. parse_variant()
+// Method names: rtn, imatrix, gptq, awq, quik, hqq (ptq/quantize_model.hpp); omitted = rtn. parse_variant()
 // checks the method, the rules and every scheme they name against the registry (files are checked by
 // whoever opens them).
 #include <filesystem>

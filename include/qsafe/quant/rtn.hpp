@@ -115,10 +115,19 @@ std::vector<float> fit_learned_table(ConstMatrixView w, const std::uint8_t* excl
     return kmeans_1d(values, weights, km);
 }
 
-/// Quantizes row r with the given codec(s); codec_for(g) returns the GroupCodec of group g.
-template <QuantScheme S, class CodecFor>
+/// Leaves a group's fitted parameters as they are (round-to-nearest).
+struct KeepFittedParams {
+    template <QuantScheme S>
+    GroupParams<S> operator()(const GroupCodec<S>&, const float*, const std::uint8_t*, std::size_t, GroupParams<S> p) const noexcept {
+        return p;
+    }
+};
+
+/// Quantizes row r with the given codec(s); codec_for(g) returns the GroupCodec of group g. `refine` may
+/// improve each group's fitted parameters (HQQ does) before the codes are chosen.
+template <QuantScheme S, class CodecFor, class Refine = KeepFittedParams>
 void quantize_row(ConstMatrixView w, const std::uint8_t* excluded, const QuantizeOptions& opt, std::size_t r,
-                  QuantizedMatrix<S>& m, CodecFor&& codec_for) {
+                  QuantizedMatrix<S>& m, CodecFor&& codec_for, const Refine& refine = {}) {
     std::vector<std::uint8_t> codes(m.padded_cols, 0);
     const float* row = w.row(r);
     const std::uint8_t* row_excluded = excluded ? excluded + r * w.cols : nullptr;
@@ -127,8 +136,10 @@ void quantize_row(ConstMatrixView w, const std::uint8_t* excluded, const Quantiz
         const std::size_t begin = g * m.group_size;
         const std::size_t end = std::min(begin + m.group_size, m.cols);
         const auto& codec = codec_for(g);
-        const GroupParams<S> p = codec.fit(row + begin, opt.importance.empty() ? nullptr : opt.importance.data() + begin,
-                                           row_excluded ? row_excluded + begin : nullptr, end - begin, opt);
+        const std::uint8_t* group_excluded = row_excluded ? row_excluded + begin : nullptr;
+        const GroupParams<S> p = refine(
+            codec, row + begin, group_excluded, end - begin,
+            codec.fit(row + begin, opt.importance.empty() ? nullptr : opt.importance.data() + begin, group_excluded, end - begin, opt));
         m.scales[r * m.groups_per_row + g] = p.stored_scale;
         if constexpr (S::asymmetric) m.zeros[r * m.groups_per_row + g] = static_cast<std::uint8_t>(p.zero);
         const unsigned zc = codec.zero_code(p);
@@ -142,9 +153,10 @@ void quantize_row(ConstMatrixView w, const std::uint8_t* excluded, const Quantiz
 
 }  // namespace detail
 
-/// Quantizes a row-major fp32 matrix (rows = outputs, cols = inputs) by round-to-nearest under scheme S.
-template <QuantScheme S>
-QuantizedMatrix<S> quantize_rtn(ConstMatrixView w, const QuantizeOptions& opt = {}) {
+namespace detail {
+/// Round-to-nearest with each group's parameters passed through `refine` (KeepFittedParams: plain RTN).
+template <QuantScheme S, class Refine>
+QuantizedMatrix<S> quantize_groupwise(ConstMatrixView w, const QuantizeOptions& opt, const Refine& refine) {
     detail::check_quantizable(w, opt);
     auto m = QuantizedMatrix<S>::allocate(w.rows, w.cols);
     const std::vector<std::uint8_t> excluded_mask = detail::extract_outliers<S>(w, opt, m);
@@ -161,7 +173,7 @@ QuantizedMatrix<S> quantize_rtn(ConstMatrixView w, const QuantizeOptions& opt = 
                     m.codebook[(r * m.groups_per_row + g) * S::levels + i] = to_fp16(table[i]);
                 codecs.emplace_back(table);
             }
-            detail::quantize_row<S>(w, excluded, opt, r, m, [&](std::size_t g) -> const GroupCodec<S>& { return codecs[g]; });
+            detail::quantize_row<S>(w, excluded, opt, r, m, [&](std::size_t g) -> const GroupCodec<S>& { return codecs[g]; }, refine);
         });
     } else {
         std::vector<float> table;
@@ -171,10 +183,18 @@ QuantizedMatrix<S> quantize_rtn(ConstMatrixView w, const QuantizeOptions& opt = 
         }
         const GroupCodec<S> codec(table);
         parallel_for(w.rows, [&](std::size_t r) {
-            detail::quantize_row<S>(w, excluded, opt, r, m, [&](std::size_t) -> const GroupCodec<S>& { return codec; });
+            detail::quantize_row<S>(w, excluded, opt, r, m, [&](std::size_t) -> const GroupCodec<S>& { return codec; }, refine);
         });
     }
     return m;
+}
+
+}  // namespace detail
+
+/// Quantizes a row-major fp32 matrix (rows = outputs, cols = inputs) by round-to-nearest under scheme S.
+template <QuantScheme S>
+QuantizedMatrix<S> quantize_rtn(ConstMatrixView w, const QuantizeOptions& opt = {}) {
+    return detail::quantize_groupwise<S>(w, opt, detail::KeepFittedParams{});
 }
 
 }  // namespace qsafe

@@ -22,6 +22,7 @@
 #include "qsafe/formats/matrix_serialization.hpp"
 #include "qsafe/policy/scheme.hpp"
 #include "qsafe/quant/gptq.hpp"
+#include "qsafe/quant/hqq.hpp"
 #include "qsafe/quant/quantize_options.hpp"
 #include "qsafe/quant/rtn.hpp"
 #include "qsafe/registry/protected_linear.hpp"
@@ -45,6 +46,9 @@ struct SchemeEntry {
     std::function<std::unique_ptr<QuantizedLinear>(ConstMatrixView, const Eigen::MatrixXf& hessian, const GptqOptions&,
                                                    const QuantizeOptions&, const std::string& name)>
         quantize_gptq;
+    /// HQQ (calibration-free, half-quadratic refinement of each group's parameters).
+    std::function<std::unique_ptr<QuantizedLinear>(ConstMatrixView, const HqqOptions&, const QuantizeOptions&, const std::string& name)>
+        quantize_hqq;
 };
 
 /// A scheme name resolved against the registry: the entry plus the amounts parsed from the name.
@@ -153,6 +157,10 @@ void register_scheme(std::string name, SchemeRegistry& registry = scheme_registr
     e.quantize_gptq = [](ConstMatrixView w, const Eigen::MatrixXf& h, const GptqOptions& g, const QuantizeOptions& opt,
                          const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
         return std::make_unique<QuantizedLinearOf<S>>(quantize_gptq<S>(w, h, g, opt), full_name);
+    };
+    e.quantize_hqq = [](ConstMatrixView w, const HqqOptions& h, const QuantizeOptions& opt,
+                        const std::string& full_name) -> std::unique_ptr<QuantizedLinear> {
+        return std::make_unique<QuantizedLinearOf<S>>(quantize_hqq<S>(w, h, opt), full_name);
     };
     registry.add(std::move(e));
 }
