@@ -72,8 +72,8 @@ TEST_CASE("HQQ lies between round-to-nearest and the best zero point and fp16 sc
         double best = 1e300;
         for (int z = 0; z < 16; ++z)
             for (int k = 0; k < 400; ++k) {
-                const auto p = detail::hqq_params<HqqInt4G64>(minmax_scale * (0.5 + 0.75 * k / 399.0), z);
-                best = std::min(best, detail::hqq_lp_error(codec, w.row(r).data(), nullptr, 64, p, hqq.lp_norm));
+                const auto p = stored_group_params<HqqInt4G64>(static_cast<float>(minmax_scale * (0.5 + 0.75 * k / 399.0)), z);
+                best = std::min(best, detail::hqq_errors(codec, w.row(r).data(), nullptr, 64, p, hqq.lp_norm).lp);
             }
         total_best += best;
         total_hqq += lp_error(w.row(r), refined.row(r), hqq.lp_norm);

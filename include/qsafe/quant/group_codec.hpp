@@ -32,6 +32,22 @@ struct GroupParams {
     int zero = 0;        // asymmetric grids only
 };
 
+/// Parameters with scale s rounded to the scheme's storage format (an fp16 overflow becomes the largest
+/// finite fp16 of the same sign) and the given zero point (asymmetric grids), clamped to the codes.
+template <QuantScheme S>
+GroupParams<S> stored_group_params(float s, int zero = 0) noexcept {
+    using F = typename S::scale_format;
+    GroupParams<S> p;
+    p.stored_scale = F::store(s);
+    p.scale = F::load(p.stored_scale);
+    if (!std::isfinite(p.scale)) {
+        p.stored_scale = F::store(std::copysign(65504.0f, s));
+        p.scale = F::load(p.stored_scale);
+    }
+    p.zero = std::clamp(zero, 0, S::levels - 1);
+    return p;
+}
+
 template <QuantScheme S>
 class GroupCodec {
   public:
@@ -139,7 +155,6 @@ class GroupCodec {
 
   private:
     GroupParams<S> params_for(float lo, float hi, float extreme, float ratio) const noexcept {
-        using F = typename S::scale_format;
         GroupParams<S> p;
         float s = 0.0f;
         if constexpr (S::uniform && S::asymmetric) {
@@ -151,12 +166,7 @@ class GroupCodec {
         } else {
             s = table_abs_max_ > 0.0f ? ratio * std::abs(extreme) / table_abs_max_ : 0.0f;
         }
-        p.stored_scale = F::store(s);
-        p.scale = F::load(p.stored_scale);
-        if (!std::isfinite(p.scale)) {  // fp16 overflow: fall back to the largest finite scale of the format
-            p.stored_scale = F::store(std::copysign(65504.0f, s));
-            p.scale = F::load(p.stored_scale);
-        }
+        p = stored_group_params<S>(s);
         if constexpr (S::uniform && S::asymmetric) {
             if (p.scale != 0.0f) {
                 const float z = std::nearbyint(-lo / p.scale);

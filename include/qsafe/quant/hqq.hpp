@@ -38,13 +38,22 @@ struct HqqOptions {
 
 namespace detail {
 
-/// sum |w_i - dq(q(w_i))|^p over the group's included values.
+struct HqqErrors {
+    double lp = 0.0;   // sum |w_i - dq(q(w_i))|^p
+    double max = 0.0;  // max |w_i - dq(q(w_i))|
+};
+
+/// The l_p and the largest reconstruction error over the group's included values, in one pass.
 template <QuantScheme S>
-double hqq_lp_error(const GroupCodec<S>& codec, const float* w, const std::uint8_t* excluded, std::size_t n,
-                    const GroupParams<S>& p, double lp_norm) noexcept {
-    double e = 0.0;
-    for (std::size_t i = 0; i < n; ++i)
-        if (!excluded || !excluded[i]) e += std::pow(std::abs(static_cast<double>(w[i]) - codec.decode(codec.encode(w[i], p), p)), lp_norm);
+HqqErrors hqq_errors(const GroupCodec<S>& codec, const float* w, const std::uint8_t* excluded, std::size_t n,
+                     const GroupParams<S>& p, double lp_norm) noexcept {
+    HqqErrors e;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (excluded && excluded[i]) continue;
+        const double d = std::abs(static_cast<double>(w[i]) - codec.decode(codec.encode(w[i], p), p));
+        e.lp += std::pow(d, lp_norm);
+        e.max = std::max(e.max, d);
+    }
     return e;
 }
 
@@ -71,21 +80,6 @@ double codec_max_gap(const GroupCodec<S>& codec, const GroupParams<S>& p) {
     }
 }
 
-/// Group parameters with the given real scale (and zero point), the scale rounded to its storage format.
-template <QuantScheme S>
-GroupParams<S> hqq_params(double scale, int zero) noexcept {
-    using F = typename S::scale_format;
-    GroupParams<S> p;
-    p.stored_scale = F::store(static_cast<float>(scale));
-    p.scale = F::load(p.stored_scale);
-    if (!std::isfinite(p.scale)) {
-        p.stored_scale = F::store(std::copysign(65504.0f, static_cast<float>(scale)));
-        p.scale = F::load(p.stored_scale);
-    }
-    p.zero = std::clamp(zero, 0, S::levels - 1);
-    return p;
-}
-
 /// The half-quadratic refinement of one group's parameters (see the header comment).
 template <QuantScheme S>
 GroupParams<S> hqq_refine(const GroupCodec<S>& codec, const float* w, const std::uint8_t* excluded, std::size_t n,
@@ -101,19 +95,13 @@ GroupParams<S> hqq_refine(const GroupCodec<S>& codec, const float* w, const std:
             hi = std::max(hi, static_cast<double>(w[i]));
         }
     const double half_gap = 0.5 * codec_max_gap(codec, start);
-    auto max_error = [&](const GroupParams<S>& p) {
-        double m = 0.0;
-        for (std::size_t i = 0; i < n; ++i)
-            if (!excluded || !excluded[i]) m = std::max(m, std::abs(static_cast<double>(w[i]) - codec.decode(codec.encode(w[i], p), p)));
-        return m;
-    };
     // (A symmetric grid's min-max fit already leaves one side a full step short: that much stays allowed.)
-    const double start_max_error = max_error(start);
-    auto keeps_range = [&](const GroupParams<S>& p) {
-        return max_error(p) <= std::max(start_max_error, std::abs(static_cast<double>(p.scale)) * half_gap) * (1.0 + 1e-6);
+    const HqqErrors start_errors = hqq_errors(codec, w, excluded, n, start, o.lp_norm);
+    auto keeps_range = [&](const GroupParams<S>& p, const HqqErrors& e) {
+        return e.max <= std::max(start_errors.max, std::abs(static_cast<double>(p.scale)) * half_gap) * (1.0 + 1e-6);
     };
     GroupParams<S> best = start, p = start;
-    double best_error = hqq_lp_error(codec, w, excluded, n, start, o.lp_norm);
+    double best_error = start_errors.lp;
     double beta = o.beta;
     std::vector<unsigned> codes(n);
     std::vector<double> target(n);
@@ -154,18 +142,17 @@ GroupParams<S> hqq_refine(const GroupCodec<S>& codec, const float* w, const std:
             if (den <= 0.0 || !(num / den > 0.0)) break;
             // Keep the group's range: no value may fall more than half a step outside the grid.
             const double cover = std::max(hi / (S::levels - 1 - z + 0.5), -lo / (z + 0.5));
-            next = hqq_params<S>(std::max(num / den, cover), z);
+            next = stored_group_params<S>(static_cast<float>(std::max(num / den, cover)), z);
         } else {
             // target ~ s * level(q): the scale alone (its sign follows the fit, as symmetric grids allow).
             if (sum_qq <= 0.0) break;
             const double s = sum_tq / sum_qq;  // level() is the unit-scale level: decode = scale * level
             if (s == 0.0 || !std::isfinite(s)) break;
-            next = hqq_params<S>(s, 0);
+            next = stored_group_params<S>(static_cast<float>(s));
         }
-        if (!keeps_range(next)) break;
-        const double error = hqq_lp_error(codec, w, excluded, n, next, o.lp_norm);
-        if (!(error < best_error)) break;
-        best_error = error;
+        const HqqErrors errors = hqq_errors(codec, w, excluded, n, next, o.lp_norm);
+        if (!keeps_range(next, errors) || !(errors.lp < best_error)) break;
+        best_error = errors.lp;
         best = p = next;
     }
     return best;
