@@ -1,7 +1,8 @@
 #pragma once
-// The only place in qsafe that speaks OpenMP. Work is split into contiguous, statically scheduled ranges;
-// each index is processed by exactly one thread with the same code as in a serial run, so results never
-// depend on the thread count (there are no cross-thread floating-point reductions).
+// The only place in qsafe that speaks OpenMP. Work is split into contiguous, statically scheduled ranges
+// (or, for tasks of unequal size, handed out one index at a time); each index is processed by exactly one
+// thread with the same code as in a serial run, so results never depend on the thread count (there are no
+// cross-thread floating-point reductions).
 #include <cstddef>
 #include <cstdint>
 
