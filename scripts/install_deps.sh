@@ -6,6 +6,7 @@ packages=(
   build-essential cmake git python3 python3-pip
   libeigen3-dev libxsimd-dev xtl-dev      # Debian's xsimd CMake target links `xtl`
   doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
+  pkg-config libopenblas-openmp-dev       # fp32 products of calibration (optional to the library)
 )
 
 missing=()

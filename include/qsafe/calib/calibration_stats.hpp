@@ -19,6 +19,7 @@
 #include <Eigen/Core>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/fp32_blas.hpp"
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/io/gguf.hpp"
@@ -46,21 +47,25 @@ struct LinearInputStats {
     /// Adds a (tokens x cols) block of inputs.
     void add(ConstMatrixView x) {
         if (x.cols != cols) throw shape_error("calibration: input has " + std::to_string(x.cols) + " features, site has " + std::to_string(cols));
-        using Stride = Eigen::OuterStride<>;
-        const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(x.rows), static_cast<Eigen::Index>(x.cols),
-                                                         Stride(static_cast<Eigen::Index>(x.stride)));
-        // Lower triangle only (mirrored once in finalize()), in column blocks of decreasing height handed to
-        // whichever thread is free (static halves of a triangle are uneven).
-        constexpr Eigen::Index block = 64;
-        const auto n = static_cast<Eigen::Index>(cols);
-        const Eigen::Index nb = (n + block - 1) / block;
-        parallel_for_dynamic(static_cast<std::size_t>(nb), [&](std::size_t i) {
-            const Eigen::Index c0 = static_cast<Eigen::Index>(i) * block, width = std::min(block, n - c0);
-            hessian.block(c0, c0, n - c0, width).noalias() += xm.rightCols(n - c0).transpose() * xm.middleCols(c0, width);
+        // Lower triangle only (mirrored once in finalize()).
+        fp32_blas::gram_lower_add(x, hessian.data(), cols);
+        // Per-column sums and maximum in one pass over the inputs, columns split over threads.
+        constexpr std::size_t column_block = 64;
+        parallel_for((cols + column_block - 1) / column_block, [&](std::size_t b) {
+            const std::size_t c0 = b * column_block, c1 = std::min(cols, c0 + column_block);
+            float* abs_sum = sum_abs.data() + c0;
+            float* sq_sum = sum_sq.data() + c0;
+            float* max = max_abs.data() + c0;
+            for (std::size_t t = 0; t < x.rows; ++t) {
+                const float* row = x.data + t * x.stride + c0;
+                for (std::size_t j = 0; j < c1 - c0; ++j) {
+                    const float a = std::fabs(row[j]);
+                    abs_sum[j] += a;
+                    sq_sum[j] += a * a;
+                    max[j] = std::max(max[j], a);
+                }
+            }
         });
-        sum_abs += xm.cwiseAbs().colwise().sum().transpose();
-        sum_sq += xm.cwiseAbs2().colwise().sum().transpose();
-        max_abs = max_abs.cwiseMax(xm.cwiseAbs().colwise().maxCoeff().transpose());
         tokens += x.rows;
     }
     void finalize() {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/fp32_blas.hpp"
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/formats/matrix_serialization.hpp"
@@ -78,7 +79,8 @@ class QuantizedLinearOf final : public QuantizedLinear {
     std::string name_;
 };
 
-/// An unquantized fp32 layer (the full-precision reference), multiplied with Eigen.
+/// An unquantized fp32 layer (the full-precision reference), multiplied with Eigen (GEMV) and
+/// core/fp32_blas.hpp (GEMM).
 class DenseLinear final : public QuantizedLinear {
   public:
     explicit DenseLinear(RowMatrixF weights, std::string scheme_name = "fp32")
@@ -106,21 +108,7 @@ class DenseLinear final : public QuantizedLinear {
             throw shape_error("fp32 gemm: X is " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ", W is " +
                               std::to_string(rows()) + "x" + std::to_string(cols()) + ", Y is " + std::to_string(y.rows) +
                               "x" + std::to_string(y.cols));
-        using Stride = Eigen::OuterStride<>;
-        const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(x.rows),
-                                                         static_cast<Eigen::Index>(x.cols), Stride(static_cast<Eigen::Index>(x.stride)));
-        Eigen::Map<RowMatrixF, 0, Stride> ym(y.data, static_cast<Eigen::Index>(y.rows), static_cast<Eigen::Index>(y.cols),
-                                             Stride(static_cast<Eigen::Index>(y.stride)));
-        // Tiles of 64 outputs x 256 tokens: long prompts give every thread an equal share even for layers
-        // with few 64-row blocks (k/v projections have 3). Fixed tiles keep results thread-count independent.
-        constexpr std::size_t token_block = 256;
-        const std::size_t token_blocks = (x.rows + token_block - 1) / token_block;
-        parallel_for(block_count() * token_blocks, [&](std::size_t tile) {
-            const auto [begin, n] = block(tile / token_blocks);
-            const std::size_t t0 = tile % token_blocks * token_block, tn = std::min(token_block, x.rows - t0);
-            const auto t0i = static_cast<Eigen::Index>(t0), tni = static_cast<Eigen::Index>(tn);
-            ym.block(t0i, begin, tni, n).noalias() = xm.middleRows(t0i, tni) * w_.middleRows(begin, n).transpose();
-        });
+        fp32_blas::gemm_nt(x, w_.data(), rows(), cols(), y);
     }
     RowMatrixF dequantize() const override { return w_; }
     std::vector<std::byte> serialize() const override {
