@@ -5,6 +5,7 @@
 #include "qsafe/version.hpp"
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/fp32_blas.hpp"
 #include "qsafe/core/half.hpp"
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/core/parallel.hpp"

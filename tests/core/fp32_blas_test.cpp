@@ -77,7 +77,7 @@ TEST_CASE("fp32 blas: Gram matrix accumulates into the lower triangle") {
                 worst = std::max(worst, std::fabs(h(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) - ref) /
                                             std::sqrt(static_cast<double>(tokens)));
             }
-        CHECK(worst < 1e-5);
+        CHECK(worst < 1e-4);  // fp32 sums of ~770 products of unit normals: ~1e-5 of sqrt(tokens)
     }
 }
 

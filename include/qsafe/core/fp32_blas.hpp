@@ -5,10 +5,11 @@
 // defines it and links OpenBLAS — they go to CBLAS instead: OpenBLAS's kernels run about 1.5× Eigen's on an
 // AVX2 machine (docs/calibrated-quantization.md), and calibration is made of little else.
 //
-// Both back ends give results that do not depend on the thread count: they split a product along its rows
-// and columns, never along the summed dimension, so every output is the same sequence of operations.
-// Call these from serial code: they parallelise themselves (the OpenMP build of OpenBLAS uses qsafe's thread
-// count and runs single-threaded inside a parallel region; a pthreads OpenBLAS would add its own threads).
+// Both back ends split a product into fixed tiles (outputs × tokens for a layer, column blocks for the Gram
+// matrix) that qsafe's own threads take one at a time; each tile is one single-threaded product (OpenBLAS's
+// OpenMP build runs single-threaded inside a parallel region), computed the same way whichever thread
+// takes it, so results do not depend on the thread count. (OpenBLAS's own threading would be ~4 % faster
+// here, but its results change with the thread count.)
 #include <algorithm>
 #include <cstddef>
 
@@ -32,59 +33,81 @@ inline const char* backend_name() noexcept {
 #endif
 }
 
+namespace detail {
+
+#if defined(QSAFE_WITH_CBLAS)
+inline constexpr std::size_t output_tile = 96;  // OpenBLAS: ~95 % of its own threading's rate (Zen 3)
+#else
+inline constexpr std::size_t output_tile = 64;
+#endif
+inline constexpr std::size_t token_tile = 256;
+inline constexpr std::size_t gram_column_block = 96;
+
+/// y (tokens × n, row stride ldy) = x (tokens × k, ldx) · wᵀ (w: n × k, ldw), on the calling thread.
+inline void gemm_nt_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                         std::size_t tokens, std::size_t n, std::size_t k) {
+#if defined(QSAFE_WITH_CBLAS)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
+                x, static_cast<int>(ldx), w, static_cast<int>(ldw), 0.0f, y, static_cast<int>(ldy));
+#else
+    using Stride = Eigen::OuterStride<>;
+    const Eigen::Map<const RowMatrixF, 0, Stride> xm(x, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(k),
+                                                     Stride(static_cast<Eigen::Index>(ldx)));
+    const Eigen::Map<const RowMatrixF, 0, Stride> wm(w, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k),
+                                                     Stride(static_cast<Eigen::Index>(ldw)));
+    Eigen::Map<RowMatrixF, 0, Stride> ym(y, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
+                                         Stride(static_cast<Eigen::Index>(ldy)));
+    ym.noalias() = xm * wm.transpose();
+#endif
+}
+
+/// h(c0.., c0..c0+width) += x(:, c0..)ᵀ x(:, c0..c0+width) for column-major h (n × n) and row-major x
+/// (tokens × n, row stride ldx): one block column of the lower triangle, its diagonal block in full.
+inline void gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
+                              std::size_t width) {
+    const std::size_t height = n - c0;
+#if defined(QSAFE_WITH_CBLAS)
+    // Row-major tokens × n is column-major n × tokens (= A): the block is A(c0.., :) · A(c0..c0+width, :)ᵀ.
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, static_cast<int>(height), static_cast<int>(width), static_cast<int>(tokens),
+                1.0f, x + c0, static_cast<int>(ldx), x + c0, static_cast<int>(ldx), 1.0f, h + c0 * n + c0, static_cast<int>(n));
+#else
+    using Stride = Eigen::OuterStride<>;
+    const Eigen::Map<const RowMatrixF, 0, Stride> xm(x, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
+                                                     Stride(static_cast<Eigen::Index>(ldx)));
+    Eigen::Map<Eigen::MatrixXf> hm(h, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
+    const auto c0i = static_cast<Eigen::Index>(c0), hi = static_cast<Eigen::Index>(height), wi = static_cast<Eigen::Index>(width);
+    hm.block(c0i, c0i, hi, wi).noalias() += xm.rightCols(hi).transpose() * xm.middleCols(c0i, wi);
+#endif
+}
+
+}  // namespace detail
+
 /// y = x · wᵀ: x is tokens × k, w is n × k (a layer's weights, rows = outputs), y is tokens × n; all
 /// row-major with the given row strides.
 inline void gemm_nt(ConstMatrixView x, const float* w, std::size_t n, std::size_t w_stride, MatrixView y) {
     const std::size_t tokens = x.rows, k = x.cols;
     if (tokens == 0 || n == 0) return;
-#if defined(QSAFE_WITH_CBLAS)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
-                x.data, static_cast<int>(x.stride), w, static_cast<int>(w_stride), 0.0f, y.data, static_cast<int>(y.stride));
-#else
-    using Stride = Eigen::OuterStride<>;
-    const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(k),
-                                                    Stride(static_cast<Eigen::Index>(x.stride)));
-    const Eigen::Map<const RowMatrixF, 0, Stride> wm(w, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k),
-                                                    Stride(static_cast<Eigen::Index>(w_stride)));
-    Eigen::Map<RowMatrixF, 0, Stride> ym(y.data, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
-                                        Stride(static_cast<Eigen::Index>(y.stride)));
-    // Tiles of 64 outputs × 256 tokens: long prompts give every thread an equal share even for layers with
-    // few 64-row blocks (k/v projections have 3), and a tile is the same Eigen product whatever the thread count.
-    constexpr std::size_t out_block = 64, token_block = 256;
-    const std::size_t out_blocks = (n + out_block - 1) / out_block, token_blocks = (tokens + token_block - 1) / token_block;
-    parallel_for(out_blocks * token_blocks, [&](std::size_t tile) {
-        const std::size_t o0 = tile / token_blocks * out_block, on = std::min(out_block, n - o0);
-        const std::size_t t0 = tile % token_blocks * token_block, tn = std::min(token_block, tokens - t0);
-        const auto o0i = static_cast<Eigen::Index>(o0), oni = static_cast<Eigen::Index>(on);
-        const auto t0i = static_cast<Eigen::Index>(t0), tni = static_cast<Eigen::Index>(tn);
-        ym.block(t0i, o0i, tni, oni).noalias() = xm.middleRows(t0i, tni) * wm.middleRows(o0i, oni).transpose();
+    const std::size_t out_tiles = (n + detail::output_tile - 1) / detail::output_tile;
+    const std::size_t token_tiles = (tokens + detail::token_tile - 1) / detail::token_tile;
+    parallel_for_dynamic(out_tiles * token_tiles, [&](std::size_t tile) {
+        const std::size_t o0 = tile / token_tiles * detail::output_tile, on = std::min(detail::output_tile, n - o0);
+        const std::size_t t0 = tile % token_tiles * detail::token_tile, tn = std::min(detail::token_tile, tokens - t0);
+        detail::gemm_nt_tile(x.data + t0 * x.stride, x.stride, w + o0 * w_stride, w_stride, y.data + t0 * y.stride + o0, y.stride,
+                             tn, on, k);
     });
-#endif
 }
 
 /// Adds xᵀx to the lower triangle (diagonal included) of the column-major n × n matrix h, where x is
 /// tokens × n row-major. The strict upper triangle is scratch: parts of it may be overwritten.
 inline void gram_lower_add(ConstMatrixView x, float* h, std::size_t n) {
     if (x.rows == 0 || n == 0) return;
-#if defined(QSAFE_WITH_CBLAS)
-    // Row-major tokens × n is column-major n × tokens: h += x' x'ᵀ with x' = that matrix.
-    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, static_cast<int>(n), static_cast<int>(x.rows), 1.0f, x.data,
-                static_cast<int>(x.stride), 1.0f, h, static_cast<int>(n));
-#else
-    using Stride = Eigen::OuterStride<>;
-    const Eigen::Map<const RowMatrixF, 0, Stride> xm(x.data, static_cast<Eigen::Index>(x.rows), static_cast<Eigen::Index>(n),
-                                                    Stride(static_cast<Eigen::Index>(x.stride)));
-    Eigen::Map<Eigen::MatrixXf> hm(h, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
-    // Column blocks of decreasing height handed to whichever thread is free (static halves of a triangle
-    // are uneven). The 64 × 64 diagonal blocks are computed whole, upper part included.
-    constexpr Eigen::Index block = 64;
-    const auto ni = static_cast<Eigen::Index>(n);
-    const Eigen::Index nb = (ni + block - 1) / block;
-    parallel_for_dynamic(static_cast<std::size_t>(nb), [&](std::size_t i) {
-        const Eigen::Index c0 = static_cast<Eigen::Index>(i) * block, width = std::min(block, ni - c0);
-        hm.block(c0, c0, ni - c0, width).noalias() += xm.rightCols(ni - c0).transpose() * xm.middleCols(c0, width);
+    // Block columns of decreasing height, taken by whichever thread is free (static halves of a triangle are
+    // uneven); the tallest come first.
+    const std::size_t blocks = (n + detail::gram_column_block - 1) / detail::gram_column_block;
+    parallel_for_dynamic(blocks, [&](std::size_t b) {
+        const std::size_t c0 = b * detail::gram_column_block;
+        detail::gram_block_column(x.data, x.stride, x.rows, h, n, c0, std::min(detail::gram_column_block, n - c0));
     });
-#endif
 }
 
 }  // namespace qsafe::fp32_blas
