@@ -38,7 +38,8 @@ std::filesystem::path resolve_model_path(const std::string& model) {
 
 qsafe::LoadedModel load_with_rules(const ModelOptions& opt) {
     if (opt.threads > 0) qsafe::set_num_threads(opt.threads);
-    qsafe::set_activation_precision(opt.activations == "int8"   ? qsafe::ActivationPrecision::int8
+    qsafe::set_activation_precision(opt.activations == "int8"    ? qsafe::ActivationPrecision::int8
+                                    : opt.activations == "int16" ? qsafe::ActivationPrecision::int16
                                     : opt.activations == "auto" ? qsafe::ActivationPrecision::automatic
                                                                 : qsafe::ActivationPrecision::fp32);
     qsafe::LoadOptions lo;

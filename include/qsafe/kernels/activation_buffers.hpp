@@ -1,12 +1,14 @@
 #pragma once
 // Activations prepared once per call for the x86 chunk kernels: zero-padded to whole 32-code chunks and
 // permuted into the chunk order of the weights' bit width (kernels/chunk_layout.hpp), either as fp32 or
-// quantized to int8 per chunk (llama.cpp's q8_0: d = max|x| / 127, q = round(x / d)).
+// quantized per chunk of 32 to int8 (llama.cpp's q8_0: d = max|x| / 127, q = round(x / d)) or to int16
+// (d = max|x| / 32767: the same integer kernel, ~250x smaller rounding error).
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "qsafe/core/aligned_buffer.hpp"
 #include "qsafe/core/matrix_view.hpp"
@@ -43,23 +45,29 @@ struct PermutedActivations {
     const float* chunk(std::size_t n, std::size_t c) const noexcept { return x.data() + (n * chunks + c) * chunk_codes; }
 };
 
-/// batch x chunks x 32 int8 activations in chunk order, one scale per chunk, and per weight group the sum
-/// of the dequantized activations (d * sum q) for the zero-point term.
-struct Int8Activations {
+/// batch x chunks x 32 integer activations (int8 or int16) in chunk order, one scale per chunk, and per
+/// weight group the sum of the dequantized activations (d * sum q) for the zero-point term.
+template <class Code>
+struct QuantizedActivations {
+    static_assert(std::is_same_v<Code, std::int8_t> || std::is_same_v<Code, std::int16_t>,
+                  "activations are quantized to int8 or int16");
+    /// Largest |q|: symmetric range, so that -q is representable and the kernels' sign tricks stay exact.
+    static constexpr int max_level = std::is_same_v<Code, std::int8_t> ? 127 : 32767;
+
     std::size_t batch = 0;
     std::size_t chunks = 0;
     std::size_t groups = 0;
     std::size_t chunks_per_group = 0;
-    aligned_vector<std::int8_t> q;
+    aligned_vector<Code> q;
     aligned_vector<float> d;  // batch x chunks, then 8 zeros of padding
     aligned_vector<float> group_sums;
 
-    const std::int8_t* chunk(std::size_t n, std::size_t c) const noexcept {
-        return q.data() + (n * chunks + c) * chunk_codes;
-    }
+    const Code* chunk(std::size_t n, std::size_t c) const noexcept { return q.data() + (n * chunks + c) * chunk_codes; }
     float scale(std::size_t n, std::size_t c) const noexcept { return d[n * chunks + c]; }
     const float* sums(std::size_t n) const noexcept { return group_sums.data() + n * groups; }
 };
+using Int8Activations = QuantizedActivations<std::int8_t>;
+using Int16Activations = QuantizedActivations<std::int16_t>;
 
 // Templated on the arch only so that copies compiled with different ISA flags stay distinct symbols.
 /// Sizes and fills `out` from x (batch x cols); chunks = ceil(cols / 32).
@@ -79,10 +87,11 @@ void permute_activations(ConstMatrixView x, ChunkOrder order, PermutedActivation
     });
 }
 
-/// Quantizes x (batch x cols) to int8 per 32-chunk; weight groups span `chunks_per_group` chunks.
-template <class Arch>
-void quantize_activations(ConstMatrixView x, ChunkOrder order, std::size_t chunks_per_group,
-                                 std::size_t groups, Int8Activations& out) {
+/// Quantizes x (batch x cols) to int8 or int16 per 32-chunk; weight groups span `chunks_per_group` chunks.
+template <class Arch, class Code>
+void quantize_activations(ConstMatrixView x, ChunkOrder order, std::size_t chunks_per_group, std::size_t groups,
+                          QuantizedActivations<Code>& out) {
+    constexpr float max_level = static_cast<float>(QuantizedActivations<Code>::max_level);
     out.batch = x.rows;
     out.chunks = (x.cols + chunk_codes - 1) / chunk_codes;
     out.groups = groups;
@@ -98,14 +107,14 @@ void quantize_activations(ConstMatrixView x, ChunkOrder order, std::size_t chunk
             const std::size_t count = std::min(chunk_codes, x.cols - c * chunk_codes);
             float amax = 0.0f;
             for (std::size_t i = 0; i < count; ++i) amax = std::max(amax, std::fabs(src[c * chunk_codes + i]));
-            const float d = amax / 127.0f;
+            const float d = amax / max_level;
             const float inv = d > 0.0f ? 1.0f / d : 0.0f;
-            std::int8_t* dst = out.q.data() + (n * out.chunks + c) * chunk_codes;
-            int sum = 0;
+            Code* dst = out.q.data() + (n * out.chunks + c) * chunk_codes;
+            int sum = 0;  // |sum| <= 32 * 32767: fits
             for (std::size_t i = 0; i < count; ++i) {
-                const float v = std::clamp(std::nearbyint(src[c * chunk_codes + i] * inv), -127.0f, 127.0f);
+                const float v = std::clamp(std::nearbyint(src[c * chunk_codes + i] * inv), -max_level, max_level);
                 const int qi = static_cast<int>(v);
-                dst[pos.of[i]] = static_cast<std::int8_t>(qi);
+                dst[pos.of[i]] = static_cast<Code>(qi);
                 sum += qi;
             }
             out.d[n * out.chunks + c] = d;

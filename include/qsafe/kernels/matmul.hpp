@@ -7,7 +7,7 @@
 // (qsafe::shape_error); the kernels never throw. Work is split over output rows with core/parallel.hpp in
 // static, 4-row aligned ranges, and each output is computed by one thread with the same instructions
 // whatever the thread count, so results are bit-identical for any number of threads.
-// Kernels (kernels/*_kernel.hpp): an int8-activation integer kernel for uniform grids and an exact fp32
+// Kernels (kernels/*_kernel.hpp): an integer kernel (int16 or int8 activations) for uniform grids and an exact fp32
 // kernel for every codebook on x86 (AVX2, AVX-512BW) when groups are whole 32-code chunks, and a portable
 // xsimd kernel otherwise. Weights are read once per call: a tile of rows is finished for the whole batch
 // before the next tile is touched.
@@ -23,7 +23,7 @@
 #include "qsafe/kernels/activation_buffers.hpp"
 #include "qsafe/kernels/arch/x86_int8.hpp"
 #include "qsafe/kernels/float_tile_kernel.hpp"
-#include "qsafe/kernels/int8_tile_kernel.hpp"
+#include "qsafe/kernels/integer_tile_kernel.hpp"
 #include "qsafe/kernels/matmul_options.hpp"
 #include "qsafe/kernels/matmul_shapes.hpp"
 #include "qsafe/kernels/outlier_product.hpp"
@@ -40,13 +40,14 @@ concept XsimdArch = requires {
 
 namespace kernels {
 
-enum class KernelPath { int8_chunks, fp32_chunks, portable };
+enum class KernelPath { int16_chunks, int8_chunks, fp32_chunks, portable };
 
 /// The kernel a product of this scheme runs on Arch with the given activation precision.
 template <class Arch, QuantScheme S>
 constexpr KernelPath kernel_path(ActivationPrecision precision) noexcept {
     if constexpr (has_x86_kernels<Arch> && (S::per_channel || S::group_size % chunk_codes == 0)) {
-        if (S::uniform && precision != ActivationPrecision::fp32) return KernelPath::int8_chunks;
+        if (S::uniform && precision == ActivationPrecision::int8) return KernelPath::int8_chunks;
+        if (S::uniform && precision != ActivationPrecision::fp32) return KernelPath::int16_chunks;
         return KernelPath::fp32_chunks;
     } else {
         (void)precision;
@@ -56,6 +57,7 @@ constexpr KernelPath kernel_path(ActivationPrecision precision) noexcept {
 
 constexpr const char* kernel_path_name(KernelPath p) noexcept {
     switch (p) {
+        case KernelPath::int16_chunks: return "int16-chunks";
         case KernelPath::int8_chunks: return "int8-chunks";
         case KernelPath::fp32_chunks: return "fp32-chunks";
         default: return "portable";
@@ -95,16 +97,23 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
     if constexpr (chunk_kernels) {
 #if XSIMD_WITH_AVX2
         const ChunkOrder order = chunk_order(S::bits);
-        if (kernel_path<Arch, S>(options.activations) == KernelPath::int8_chunks) {
-            Int8Activations acts;
+        const KernelPath path = kernel_path<Arch, S>(options.activations);
+        auto integer_product = [&]<class Code>(QuantizedActivations<Code>& acts) {
             const std::size_t chunks = (x.cols + chunk_codes - 1) / chunk_codes;
             quantize_activations<Arch>(x, order, S::per_channel ? chunks : S::group_size / chunk_codes, w.groups_per_row, acts);
             parallel_for_ranges(w.rows, row_grain, [&](std::size_t begin, std::size_t end) {
                 run_tiles(begin, end, x.rows, [&]<int RowTile, int BatchTile>(std::size_t r0, std::size_t n0) {
-                    int8_tile<Arch, S, RowTile, BatchTile>(w, r0, acts, n0, y);
+                    integer_tile<Arch, S, RowTile, BatchTile>(w, r0, acts, n0, y);
                 });
                 add_outlier_products<Arch>(w, begin, end, x, y);
             });
+        };
+        if (path == KernelPath::int16_chunks) {
+            Int16Activations acts;
+            integer_product(acts);
+        } else if (path == KernelPath::int8_chunks) {
+            Int8Activations acts;
+            integer_product(acts);
         } else {
             PermutedActivations acts;
             permute_activations<Arch>(x, order, acts);

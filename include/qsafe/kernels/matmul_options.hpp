@@ -4,11 +4,13 @@ namespace qsafe {
 
 /// How activations enter the product.
 ///  - fp32: exact path, activations stay fp32 (relative error ~1e-6 vs dequantize() + an fp32 product).
-///  - int8: activations are quantized on the fly to int8 per block of 32 (like llama.cpp's q8_0) and the
-///    product runs on integer dot products; used where an integer kernel exists (uniform grids whose groups
-///    hold whole 32-code blocks, on AVX2 / AVX-512BW), otherwise the fp32 path runs.
-///  - automatic: int8 where an integer kernel exists, fp32 otherwise.
-enum class ActivationPrecision { automatic, fp32, int8 };
+///  - int16: activations are quantized on the fly to int16 per block of 32 (d = max|x| / 32767) and the
+///    product runs on integer dot products (relative error ~3e-5); used where an integer kernel exists
+///    (uniform grids whose groups hold whole 32-code blocks, on AVX2 / AVX-512BW), otherwise fp32 runs.
+///  - int8: as int16 but with int8 activations, like llama.cpp's q8_0: fewer instructions per weight, but
+///    a relative error of ~5e-3 on Gaussian activations (docs/benchmarks.md). Opt-in only.
+///  - automatic: int16 where an integer kernel exists, fp32 otherwise.
+enum class ActivationPrecision { automatic, fp32, int8, int16 };
 
 struct MatmulOptions {
     ActivationPrecision activations = ActivationPrecision::automatic;

@@ -30,13 +30,15 @@ TEST_CASE_TEMPLATE_DEFINE("avx512bw gemv/gemm match the reference", S, avx512_co
             RowMatrixF y_ref(x.rows(), static_cast<Eigen::Index>(w.rows));
             gemm_reference(w, x, y_ref);
             const RowMatrixF y_abs = x.cwiseAbs() * w.dequantize().cwiseAbs().transpose();
-            for (ActivationPrecision p : {ActivationPrecision::fp32, ActivationPrecision::int8}) {
+            for (ActivationPrecision p : {ActivationPrecision::fp32, ActivationPrecision::int8, ActivationPrecision::int16}) {
                 const std::string path = avx512bw_path<S>(p);
                 CAPTURE(path);
                 RowMatrixF y(x.rows(), static_cast<Eigen::Index>(w.rows));
                 gemm_avx512bw(w, x, y, MatmulOptions{p});
                 if (path == "int8-chunks")
                     CHECK((y - y_ref).norm() <= 1e-2 * y_abs.norm());
+                else if (path == "int16-chunks")
+                    CHECK((y - y_ref).norm() <= 1e-4 * y_abs.norm());
                 else
                     CHECK(relative_error(y, y_ref) <= 1e-5);
             }

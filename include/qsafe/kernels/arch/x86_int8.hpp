@@ -1,9 +1,9 @@
 #pragma once
 // The only qsafe file with raw x86 intrinsics: decoding of packed code chunks into bytes, integer dot
-// products of codes with int8 activations, table lookups and fp16 loads for the x86 quantized kernels.
+// products of codes with int8 or int16 activations, table lookups and fp16 loads for the x86 quantized kernels.
 // Everything is compiled only when the translation unit targets AVX2 (or AVX-512BW, whose flags imply it);
 // `has_x86_kernels<Arch>` tells the kernels whether this path exists, and they fall back to the portable
-// xsimd kernel otherwise. VNNI (`vpdpbusd`) replaces maddubs + madd when the compiler targets it.
+// xsimd kernel otherwise. VNNI (`vpdpbusd`, `vpdpwssd`) replaces maddubs + madd (madd + add) when the compiler targets it.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -183,6 +183,28 @@ inline __m256i signed_codes(__m256i q, [[maybe_unused]] std::uint8_t zero) noexc
 }
 
 inline __m256i load_bytes(const std::int8_t* p) noexcept { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+
+/// A chunk's 32 signed codes (from signed_codes) widened to int16: register bytes 0-15 in `low`, 16-31 in
+/// `high`. Done once per row and chunk, shared by every activation vector of a tile.
+struct WideSignedCodes {
+    __m256i low, high;
+};
+inline WideSignedCodes widen_signed_codes(__m256i w) noexcept {
+    return {_mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1))};
+}
+
+/// sum over the chunk of w * x for int16 activations x (32 values in the chunk's register order, 32-byte
+/// aligned), as 8 int32 partial sums converted to float. |w| <= 128 and |x| <= 32767: no overflow.
+inline f8 dot_wide_chunk(const WideSignedCodes& w, const std::int16_t* x) noexcept {
+    const __m256i x_low = _mm256_load_si256(reinterpret_cast<const __m256i*>(x));
+    const __m256i x_high = _mm256_load_si256(reinterpret_cast<const __m256i*>(x + 16));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    const __m256i sums = _mm256_dpwssd_epi32(_mm256_madd_epi16(w.low, x_low), w.high, x_high);
+#else
+    const __m256i sums = _mm256_add_epi32(_mm256_madd_epi16(w.low, x_low), _mm256_madd_epi16(w.high, x_high));
+#endif
+    return _mm256_cvtepi32_ps(sums);
+}
 
 /// The 32 codes of a chunk register widened to int32, eight at a time (register bytes 8k..8k+7).
 struct WideCodes {

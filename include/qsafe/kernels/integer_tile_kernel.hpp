@@ -1,8 +1,10 @@
 #pragma once
 // Integer kernel for uniform grids on x86 (AVX2 / AVX-512BW): a tile of RowTile weight rows times
-// BatchTile activation vectors. Per 32-code chunk each row's codes are decoded once (shift + mask per
-// plane, kernels/arch/x86_int8.hpp), made signed (q - z, the group's zero point, for fewer than 8 bits;
-// q - 128 for 8 bits) and dotted with every activation vector of the tile (maddubs + madd, or vpdpbusd);
+// BatchTile activation vectors quantized per 32-chunk to int8 or int16 (kernels/activation_buffers.hpp).
+// Per chunk each row's codes are decoded once (shift + mask per plane, kernels/arch/x86_int8.hpp), made
+// signed (q - z, the group's zero point, for fewer than 8 bits; q - 128 for 8 bits) and dotted with every
+// activation vector of the tile (int8: maddubs + madd or vpdpbusd; int16: the codes widened once, then
+// madd or vpdpwssd);
 // the int32 sums, converted to float, are multiplied by (weight scale of the chunk's group x activation
 // scale of the chunk) into one accumulator per row and vector:
 //     y = sum_c s_g(c) * d_c * sum (q - z) x_q
@@ -11,6 +13,8 @@
 #include <algorithm>
 #include <bit>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
@@ -24,8 +28,8 @@ namespace detail {
 
 /// For 8-bit codes: out[n] = sum_g s_g * (z_g - 128) * group_sums(n0 + n)[g] for row r and every vector of
 /// the batch tile (the zero-point term), each group's coefficient computed once per row and tile.
-template <class Arch, QuantScheme S, int BatchTile>
-void int8_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const Int8Activations& a, std::size_t n0,
+template <class Arch, QuantScheme S, int BatchTile, class Code>
+void eight_bit_code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const QuantizedActivations<Code>& a, std::size_t n0,
                      float (&out)[BatchTile]) noexcept {
     using x86::f8;
     static_assert(S::bits == 8, "codes of fewer bits carry their zero point in the integer product");
@@ -58,9 +62,9 @@ void int8_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const Int8Activ
 /// the chunk is one factor (computed as vectors and broadcast from the stack inside the chunk loop, a load
 /// rather than an ALU op), so the accumulators are the only registers held across chunks: RowTile x
 /// BatchTile of them, which for the 2 x 4 tile leaves room for codes and activations in AVX2's sixteen.
-template <class Arch, QuantScheme S, int RowTile, int BatchTile>
-void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activations& a, std::size_t n0,
-               MatrixView y) noexcept {
+template <class Arch, QuantScheme S, int RowTile, int BatchTile, class Code>
+void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedActivations<Code>& a, std::size_t n0,
+                  MatrixView y) noexcept {
     using x86::f8;
     constexpr int bits = S::bits;
     constexpr PlaneSplit split = plane_split(bits);
@@ -122,9 +126,16 @@ void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activation
         }
         auto accumulate = [&](std::size_t c, int r, __m256i q) {
             const __m256i wq = x86::signed_codes<bits>(q, zero[r][c - c0]);
-            for (int n = 0; n < BatchTile; ++n) {
-                const __m256i xq = x86::load_bytes(a.chunk(n0 + static_cast<std::size_t>(n), c));
-                acc[r][n] = xsimd::fma(x86::dot_signed_chunk(wq, xq), f8(factor[r][n][c - c0]), acc[r][n]);
+            if constexpr (std::is_same_v<Code, std::int16_t>) {
+                const x86::WideSignedCodes wide = x86::widen_signed_codes(wq);
+                for (int n = 0; n < BatchTile; ++n)
+                    acc[r][n] = xsimd::fma(x86::dot_wide_chunk(wide, a.chunk(n0 + static_cast<std::size_t>(n), c)),
+                                           f8(factor[r][n][c - c0]), acc[r][n]);
+            } else {
+                for (int n = 0; n < BatchTile; ++n) {
+                    const __m256i xq = x86::load_bytes(a.chunk(n0 + static_cast<std::size_t>(n), c));
+                    acc[r][n] = xsimd::fma(x86::dot_signed_chunk(wq, xq), f8(factor[r][n][c - c0]), acc[r][n]);
+                }
             }
         };
         const std::size_t c_full = std::min(c0 + count, full_chunks);
@@ -140,7 +151,7 @@ void int8_tile(const QuantizedMatrix<S>& w, std::size_t r0, const Int8Activation
         const std::size_t rr = r0 + static_cast<std::size_t>(r);
         float zero_terms[BatchTile] = {};
         if constexpr (S::bits == 8 && (S::asymmetric || S::levels / 2 != x86::int8_code_offset<8>))
-            detail::int8_zero_terms<Arch>(w, rr, a, n0, zero_terms);
+            detail::eight_bit_code_zero_terms<Arch>(w, rr, a, n0, zero_terms);
         for (int n = 0; n < BatchTile; ++n) y(n0 + static_cast<std::size_t>(n), rr) = xsimd::hadd(acc[r][n]) - zero_terms[n];
     }
 }
