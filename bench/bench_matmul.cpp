@@ -117,7 +117,8 @@ struct EigenSet final : MatrixSet {
 
 /// A scheme looked up by its registered name: RTN-quantized once from random fp32 weights, then loaded back
 /// from the serialized bytes for every copy; products go through QuantizedLinear with the entry's activation
-/// precision (automatic unless stated: the int8 kernel for uniform grids, fp32 for codebooks).
+/// precision (automatic unless stated: the integer kernel with int16 activations for uniform grids, fp32 for
+/// codebooks).
 struct RegistrySet final : MatrixSet {
     std::vector<std::unique_ptr<QuantizedLinear>> layers;
     RegistrySet(const std::string& name, std::size_t rows, std::size_t cols, std::size_t n_copies) {
@@ -144,8 +145,9 @@ struct BenchEntry {
     MatmulOptions options;
 };
 
-BenchEntry registered(const std::string& name) {
-    return {name, [name](std::size_t r, std::size_t c, std::size_t n) { return std::make_unique<RegistrySet>(name, r, c, n); }, {}};
+BenchEntry registered(const std::string& name, MatmulOptions opt = {}, const std::string& suffix = "") {
+    return {name + suffix,
+            [name](std::size_t r, std::size_t c, std::size_t n) { return std::make_unique<RegistrySet>(name, r, c, n); }, opt};
 }
 
 template <QuantScheme S>
@@ -205,15 +207,20 @@ void run(benchmark::State& state, const BenchEntry& e, std::size_t rows, std::si
 
 int main(int argc, char** argv) {
     using Int4G128A = Scheme<Bits<4>, GroupSize<128>, Asymmetric>;
-    // The main schemes by their registered names (registry/builtin_schemes.hpp), plus the exact fp32
-    // activation path of one of them and the fp32 Eigen baseline.
+    // The main schemes by their registered names (registry/builtin_schemes.hpp), the exact fp32 activation
+    // path of one of them, the opt-in int8 activation path of three (llama.cpp's q8_0 activations, less
+    // exact), and the fp32 Eigen baseline.
+    const MatmulOptions int8_activations{ActivationPrecision::int8};
     static const std::vector<BenchEntry> schemes = {
         registered("int2-g32-asym"),
+        registered("int2-g32-asym", int8_activations, "-int8act"),
         registered("int3-g128-asym"),
         registered("int4-g32-sym"),
         registered("int4-g128-asym"),
+        registered("int4-g128-asym", int8_activations, "-int8act"),
         entry<Int4G128A>("int4-g128-asym-fp32act", MatmulOptions{ActivationPrecision::fp32}),
         registered("int8-pc-sym"),
+        registered("int8-pc-sym", int8_activations, "-int8act"),
         registered("nf4-g64"),
         registered("fp4-g64"),
         registered("cb4-g128"),
