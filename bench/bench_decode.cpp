@@ -29,7 +29,7 @@ qsafe::LoadedModel* model_for(const std::string& scheme) {
 void set_mode(benchmark::State& state) {
     qsafe::set_num_threads(static_cast<int>(state.range(1)));
     qsafe::set_activation_precision(state.range(2) ? qsafe::ActivationPrecision::automatic : qsafe::ActivationPrecision::fp32);
-    state.SetLabel(std::string(schemes[state.range(0)]) + (state.range(2) ? " int8-act" : " fp32-act"));
+    state.SetLabel(std::string(schemes[state.range(0)]) + (state.range(2) ? " int16-act" : " fp32-act"));
 }
 
 /// One 128-token prompt through an empty cache (GEMM kernels).
@@ -111,7 +111,7 @@ void batch_args(benchmark::internal::Benchmark* b) {
 }
 
 void args(benchmark::internal::Benchmark* b) {
-    b->ArgNames({"scheme", "threads", "int8act"});
+    b->ArgNames({"scheme", "threads", "int16act"});
     for (int s = 0; s < 4; ++s)
         for (int t : {1, 2})
             for (int a : {0, 1})

@@ -20,9 +20,9 @@ run() {  # name filter
 # Batch 1 for every scheme on the square shape, cold and hot, 1 and 2 threads.
 run b1_square 'matmul/[^/]+/4096x4096/b1/'
 # Batches 8 and 32 for the main schemes.
-run batch_square 'matmul/(int2-g32-asym|int4-g32-sym|int4-g128-asym|int8-pc-sym|nf4-g64|eigen-fp32)/4096x4096/b(8|32)/'
+run batch_square 'matmul/(int2-g32-asym|int4-g32-sym|int4-g128-asym|int4-g128-asym-int8act|int8-pc-sym|nf4-g64|eigen-fp32)/4096x4096/b(8|32)/'
 # The LLM-shaped rectangles, cold, batch 1 and 8.
-run rect 'matmul/(int2-g32-asym|int4-g128-asym|int8-pc-sym|eigen-fp32)/(4096x14336|14336x4096)/b(1|8)/cold/'
+run rect 'matmul/(int2-g32-asym|int2-g32-asym-int8act|int4-g128-asym|int4-g128-asym-int8act|int8-pc-sym|int8-pc-sym-int8act|eigen-fp32)/(4096x14336|14336x4096)/b(1|8)/cold/'
 # Small (cache-resident) shapes.
 run small 'matmul/(int4-g128-asym|int8-pc-sym|eigen-fp32)/(576x1536|1536x576)/b(1|8)/'
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/load.txt"

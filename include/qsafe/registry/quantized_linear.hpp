@@ -22,8 +22,9 @@
 namespace qsafe {
 
 /// How the model's quantized layers feed activations to the kernels (see kernels/matmul_options.hpp):
-/// fp32 is exact; int8 quantizes activations per block of 32 as llama.cpp does (faster, ~0.5 % relative
-/// error per product on Gaussian inputs). One process-wide setting, read at every product.
+/// fp32 (the default) is exact; int16 quantizes activations per block of 32 for the integer kernels (~2e-5
+/// relative error per product on Gaussian inputs); int8 does it as llama.cpp does (faster, ~5e-3).
+/// One process-wide setting, read at every product.
 inline std::atomic<ActivationPrecision>& activation_precision_setting() noexcept {
     static std::atomic<ActivationPrecision> setting{ActivationPrecision::fp32};
     return setting;
