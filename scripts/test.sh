@@ -29,9 +29,12 @@ ctest --test-dir build/release --output-on-failure -j "$jobs"
 echo "== Consumer projects (find_package, FetchContent, add_subdirectory)" >&2
 rm -rf build/consumer build/install
 cmake --install build/release --prefix build/install >/dev/null
+expect_openblas=OFF
+grep -q "^QSAFE_HAS_OPENBLAS:INTERNAL=ON" build/release/CMakeCache.txt && expect_openblas=ON
 consumer() {
   local mode="$1"
   cmake -S tests/consumer -B "build/consumer/$mode" -DCMAKE_BUILD_TYPE=Release -DQSAFE_CONSUMER_MODE="$mode" \
+        -DQSAFE_CONSUMER_EXPECT_OPENBLAS="$expect_openblas" \
         -DCMAKE_PREFIX_PATH="$root/build/install" -DQSAFE_SOURCE_DIR="$root" >/dev/null
   cmake --build "build/consumer/$mode" >/dev/null
   "build/consumer/$mode/qsafe_consumer"
