@@ -9,7 +9,7 @@
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
 #include "qsafe/kernels/activation_buffers.hpp"
-#include "qsafe/kernels/arch/x86_int8.hpp"
+#include "qsafe/kernels/arch/x86_intrinsics.hpp"
 
 namespace qsafe::kernels {
 

@@ -1,7 +1,7 @@
 #pragma once
 // Integer kernel for uniform grids on x86 (AVX2 / AVX-512BW): a tile of RowTile weight rows times
 // BatchTile activation vectors quantized per 32-chunk to int8 or int16 (kernels/activation_buffers.hpp).
-// Per chunk each row's codes are decoded once (shift + mask per plane, kernels/arch/x86_int8.hpp), made
+// Per chunk each row's codes are decoded once (shift + mask per plane, kernels/arch/x86_intrinsics.hpp), made
 // signed (q - z, the group's zero point, for fewer than 8 bits; q - 128 for 8 bits) and dotted with every
 // activation vector of the tile (int8: maddubs + madd or vpdpbusd; int16: the codes widened once, then
 // madd or vpdpwssd);
@@ -19,7 +19,7 @@
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
 #include "qsafe/kernels/activation_buffers.hpp"
-#include "qsafe/kernels/arch/x86_int8.hpp"
+#include "qsafe/kernels/arch/x86_intrinsics.hpp"
 
 namespace qsafe::kernels {
 

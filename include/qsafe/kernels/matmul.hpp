@@ -21,7 +21,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
 #include "qsafe/kernels/activation_buffers.hpp"
-#include "qsafe/kernels/arch/x86_int8.hpp"
+#include "qsafe/kernels/arch/x86_intrinsics.hpp"
 #include "qsafe/kernels/float_tile_kernel.hpp"
 #include "qsafe/kernels/integer_tile_kernel.hpp"
 #include "qsafe/kernels/matmul_options.hpp"
