@@ -1,12 +1,11 @@
 #pragma once
 // Integer kernel for uniform grids on x86 (AVX2 / AVX-512BW): a tile of RowTile weight rows times
 // BatchTile activation vectors quantized per 32-chunk to int8 or int16 (kernels/activation_buffers.hpp).
-// Per chunk each row's codes are decoded once (shift + mask per plane, kernels/arch/x86_intrinsics.hpp), made
-// signed (q - z, the group's zero point, for fewer than 8 bits; q - 128 for 8 bits) and dotted with every
-// activation vector of the tile (int8: maddubs + madd or vpdpbusd; int16: the codes widened once, then
-// madd or vpdpwssd);
-// the int32 sums, converted to float, are multiplied by (weight scale of the chunk's group x activation
-// scale of the chunk) into one accumulator per row and vector:
+// Per chunk each row's codes are decoded once (shift + mask per plane, kernels/arch/x86_intrinsics.hpp),
+// made signed (q - z, the group's zero point, for fewer than 8 bits; q - 128 for 8 bits) and dotted with
+// every activation vector of the tile (int8: maddubs + madd or vpdpbusd; int16: the codes widened once,
+// then madd or vpdpwssd); the int32 sums, converted to float, are multiplied by (weight scale of the
+// chunk's group x activation scale of the chunk) into one accumulator per row and vector:
 //     y = sum_c s_g(c) * d_c * sum (q - z) x_q
 // 8-bit codes span 0..255, so q - z does not fit a signed byte; their zero point enters once per row:
 //     y = sum_c s_g(c) * d_c * sum (q - 128) x_q  -  sum_g s_g (z_g - 128) * sum_{c in g} d_c * sum x_q
@@ -29,8 +28,8 @@ namespace detail {
 /// For 8-bit codes: out[n] = sum_g s_g * (z_g - 128) * group_sums(n0 + n)[g] for row r and every vector of
 /// the batch tile (the zero-point term), each group's coefficient computed once per row and tile.
 template <class Arch, QuantScheme S, int BatchTile, class Code>
-void eight_bit_code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const QuantizedActivations<Code>& a, std::size_t n0,
-                     float (&out)[BatchTile]) noexcept {
+void eight_bit_code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const QuantizedActivations<Code>& a,
+                               std::size_t n0, float (&out)[BatchTile]) noexcept {
     using x86::f8;
     static_assert(S::bits == 8, "codes of fewer bits carry their zero point in the integer product");
     constexpr float offset = static_cast<float>(x86::int8_code_offset<S::bits>);
