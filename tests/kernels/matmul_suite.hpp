@@ -27,7 +27,7 @@ inline constexpr double fp32_tolerance = 1e-5;
 /// 5.2e-3 .. 5.7e-3 on 512x4096), and the product inherits it, so its bound is 1e-2 (docs/benchmarks.md).
 inline constexpr double int8_tolerance = 1e-2;
 /// int16 activations (the default integer path): the same rounding with 32767 levels, ~250x smaller. The
-/// issue's bar for quantized activations is 2e-3; the measured error is ~3e-5, bounded here at 1e-4.
+/// issue's bar for quantized activations is 2e-3; the measured error is ~2e-5, bounded here at 1e-4.
 inline constexpr double int16_tolerance = 1e-4;
 /// A relative error of a handful of outputs is noise-dominated (one small y makes it large), so below
 /// `integer_path_min_outputs` outputs the integer paths are checked with the scale-aware bound

@@ -31,7 +31,7 @@ struct ModelOptions {
         cmd.add_option("--chat-template", chat_template, "chat format override: chatml, llama2, mistral, llama3");
         cmd.add_option("-t,--threads", threads, "threads (default: OMP_NUM_THREADS or all cores)");
         cmd.add_option("--activations", activations,
-                       "activations of quantized products: fp32 (exact), int16 (per-32 blocks, ~3e-5 relative error), "
+                       "activations of quantized products: fp32 (exact), int16 (per-32 blocks, ~2e-5 relative error), "
                        "int8 (per-32 blocks as llama.cpp, ~5e-3), auto (int16 where an integer kernel exists)")
             ->check(CLI::IsMember({"fp32", "int16", "int8", "auto"}))
             ->capture_default_str();
