@@ -69,9 +69,6 @@ void float_tile(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedActiv
                 MatrixView y) noexcept {
     using x86::f8;
     constexpr int bits = S::bits;
-    constexpr PlaneSplit split = plane_split(bits);
-    constexpr std::size_t low_step = x86::chunk_plane_bytes(split.low_bits);
-    constexpr std::size_t high_step = x86::chunk_plane_bytes(split.high_bits);
     constexpr bool per_group_levels =
         S::uniform || (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group);
     const std::size_t chunks = a.chunks;
@@ -79,12 +76,10 @@ void float_tile(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedActiv
     const std::size_t groups = w.groups_per_row;
     const std::size_t per_group = S::per_channel ? chunks : w.group_size / chunk_codes;
 
-    const std::uint8_t* low[RowTile];
-    const std::uint8_t* high[RowTile];
+    x86::RowChunks<bits> rows[RowTile];
     detail::GroupLevels<Arch, S> levels[RowTile];
     for (int r = 0; r < RowTile; ++r) {
-        low[r] = w.row_codes(r0 + static_cast<std::size_t>(r));
-        high[r] = low[r] + w.padded_cols * static_cast<std::size_t>(split.low_bits) / 8;
+        rows[r] = x86::RowChunks<bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
         if constexpr (S::table) {
             levels[r].load_table(S::codebook::values.data());
         } else if constexpr (S::learned && !per_group_levels) {
@@ -119,12 +114,10 @@ void float_tile(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedActiv
         const std::size_t c_full = std::min(c_end, full_chunks);
         for (std::size_t c = c_begin; c < c_full; ++c)
             for (int r = 0; r < RowTile; ++r)
-                accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+                accumulate(c, r, rows[r].decode(c));
         if (c_end > full_chunks)
             for (int r = 0; r < RowTile; ++r)
-                accumulate(full_chunks, r,
-                           x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step,
-                                                        high[r] + full_chunks * high_step));
+                accumulate(full_chunks, r, rows[r].decode_half(full_chunks));
         for (int r = 0; r < RowTile; ++r) {
             const f8 s(x86::load_scale(w.scales[(r0 + static_cast<std::size_t>(r)) * groups + g]));
             for (int n = 0; n < BatchTile; ++n) acc[r][n] = xsimd::fma(s, part[r][n], acc[r][n]);

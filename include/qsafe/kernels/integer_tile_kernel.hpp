@@ -66,20 +66,13 @@ void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedAc
                   MatrixView y) noexcept {
     using x86::f8;
     constexpr int bits = S::bits;
-    constexpr PlaneSplit split = plane_split(bits);
-    constexpr std::size_t low_step = x86::chunk_plane_bytes(split.low_bits);
-    constexpr std::size_t high_step = x86::chunk_plane_bytes(split.high_bits);
     const std::size_t chunks = a.chunks;
     const std::size_t full_chunks = w.padded_cols / chunk_codes;
     const std::size_t per_group = a.chunks_per_group;
     const std::size_t groups = w.groups_per_row;
 
-    const std::uint8_t* low[RowTile];
-    const std::uint8_t* high[RowTile];
-    for (int r = 0; r < RowTile; ++r) {
-        low[r] = w.row_codes(r0 + static_cast<std::size_t>(r));
-        high[r] = low[r] + w.padded_cols * static_cast<std::size_t>(split.low_bits) / 8;
-    }
+    x86::RowChunks<bits> rows[RowTile];
+    for (int r = 0; r < RowTile; ++r) rows[r] = x86::RowChunks<bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
 
     f8 acc[RowTile][BatchTile];
     for (auto& row : acc)
@@ -140,11 +133,10 @@ void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedAc
         const std::size_t c_full = std::min(c0 + count, full_chunks);
         for (std::size_t c = c0; c < c_full; ++c)
             for (int r = 0; r < RowTile; ++r)
-                accumulate(c, r, x86::decode_chunk<bits>(low[r] + c * low_step, high[r] + c * high_step));
+                accumulate(c, r, rows[r].decode(c));
         if (c0 + count > full_chunks)  // last chunk of a row with an odd number of 16-code units
             for (int r = 0; r < RowTile; ++r)
-                accumulate(full_chunks, r,
-                           x86::decode_half_chunk<bits>(low[r] + full_chunks * low_step, high[r] + full_chunks * high_step));
+                accumulate(full_chunks, r, rows[r].decode_half(full_chunks));
     }
     for (int r = 0; r < RowTile; ++r) {
         const std::size_t rr = r0 + static_cast<std::size_t>(r);

@@ -153,6 +153,28 @@ inline __m256i decode_half_chunk(const std::uint8_t* low, const std::uint8_t* hi
     return decode_chunk<Bits>(lo, hi);
 }
 
+/// One weight row's packed planes (low plane, then the high plane after padded_cols * low_bits / 8 bytes),
+/// decoded one 32-code chunk at a time: the addressing both chunk kernels share.
+template <int Bits>
+struct RowChunks {
+    static constexpr PlaneSplit split = plane_split(Bits);
+    const std::uint8_t* low = nullptr;
+    const std::uint8_t* high = nullptr;
+
+    RowChunks() = default;
+    RowChunks(const std::uint8_t* row_codes, std::size_t padded_cols) noexcept
+        : low(row_codes), high(row_codes + padded_cols * static_cast<std::size_t>(split.low_bits) / 8) {}
+
+    /// Chunk c of the row, in chunk_order(Bits).
+    __m256i decode(std::size_t c) const noexcept {
+        return decode_chunk<Bits>(low + c * chunk_plane_bytes(split.low_bits), high + c * chunk_plane_bytes(split.high_bits));
+    }
+    /// Chunk c when only its first 16-code unit exists (a row whose padded width is an odd number of units).
+    __m256i decode_half(std::size_t c) const noexcept {
+        return decode_half_chunk<Bits>(low + c * chunk_plane_bytes(split.low_bits), high + c * chunk_plane_bytes(split.high_bits));
+    }
+};
+
 /// Offset of 8-bit codes in the integer dot product: they are used as signed q - 128 so that maddubs
 /// cannot saturate (|q - 128| <= 128, |x| <= 127); their zero point is applied outside (see signed_codes).
 template <int Bits>
