@@ -75,9 +75,11 @@ void bm_decode_batch(benchmark::State& state) {
     qsafe::LoadedModel* m = model_for(schemes[state.range(0)]);
     if (!m) return state.SkipWithError("model not found; run scripts/fetch_model.sh");
     qsafe::set_num_threads(static_cast<int>(state.range(1)));
-    qsafe::set_activation_precision(qsafe::ActivationPrecision::automatic);
+    const bool fp32_activations = state.range(3) != 0;
+    qsafe::set_activation_precision(fp32_activations ? qsafe::ActivationPrecision::fp32 : qsafe::ActivationPrecision::automatic);
     const auto batch = static_cast<std::size_t>(state.range(2));
-    state.SetLabel(std::string(schemes[state.range(0)]) + " batch " + std::to_string(batch));
+    state.SetLabel(std::string(schemes[state.range(0)]) + " batch " + std::to_string(batch) +
+                   (state.range(0) == 0 ? "" : fp32_activations ? " fp32act" : " auto"));
     for (auto _ : state) {
         state.PauseTiming();
         std::vector<qsafe::KvCache> caches;
@@ -103,10 +105,12 @@ void bm_decode_batch(benchmark::State& state) {
 }
 
 void batch_args(benchmark::internal::Benchmark* b) {
-    b->ArgNames({"scheme", "threads", "batch"});
+    b->ArgNames({"scheme", "threads", "batch", "fp32act"});
     for (int s = 0; s < 4; ++s)
         for (int t : {1, 2})
-            for (int n : {1, 8, 32, 64}) b->Args({s, t, n});
+            for (int n : {1, 8, 16, 32, 64})
+                for (int f : {0, 1})
+                    if (s > 0 || f == 0) b->Args({s, t, n, f});
     b->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 

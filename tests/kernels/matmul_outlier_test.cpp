@@ -6,4 +6,5 @@ TEST_CASE_TEMPLATE_INVOKE(matmul_conformance, Int4G128AOcol, Int3G128ASparse, In
                           Nf4G64Sparse, Cb4G128Ocol, Pow2G32Ocol);
 TEST_CASE_TEMPLATE_INVOKE(matmul_edge_values, Int4G128AOcol, Int3G128ASparse, Nf4G64Sparse);
 TEST_CASE_TEMPLATE_INVOKE(matmul_threads, Int4G128AOcol, Int3G128ASparse);
+TEST_CASE_TEMPLATE_INVOKE(matmul_batch_independence, Int4G128AOcol, Int3G128ASparse);
 }  // namespace qsafe::test

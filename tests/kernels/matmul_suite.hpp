@@ -42,8 +42,8 @@ inline bool close_to_fp32_oracle(const RowMatrixF& y, const RowMatrixF& y_eigen,
 }
 
 template <class Arch, QuantScheme S>
-double tolerance_for(ActivationPrecision p) {
-    switch (kernels::kernel_path<Arch, S>(p)) {
+double tolerance_for(const MatmulOptions& options, std::size_t batch) {
+    switch (kernels::kernel_path_for<Arch, S>(options, batch)) {
         case kernels::KernelPath::int8_chunks: return int8_tolerance;
         case kernels::KernelPath::int16_chunks: return int16_tolerance;
         default: return fp32_tolerance;
@@ -51,25 +51,34 @@ double tolerance_for(ActivationPrecision p) {
 }
 
 template <class Arch, QuantScheme S>
-bool quantizes_activations(ActivationPrecision p) {
-    const auto path = kernels::kernel_path<Arch, S>(p);
+bool quantizes_activations(const MatmulOptions& options, std::size_t batch) {
+    const auto path = kernels::kernel_path_for<Arch, S>(options, batch);
     return path == kernels::KernelPath::int8_chunks || path == kernels::KernelPath::int16_chunks;
 }
 
-/// Runs gemm (and gemv for batch 1) on Arch with every precision and compares with both oracles.
+/// Every kernel a product can take: each activation precision with the default batch rule, and fp32 forced
+/// onto dequantized tiles (even for one vector) and kept off them (even for many).
+inline std::vector<MatmulOptions> all_kernel_options() {
+    constexpr std::size_t never = static_cast<std::size_t>(-1);
+    return {MatmulOptions{ActivationPrecision::fp32, never}, MatmulOptions{ActivationPrecision::fp32, 1},
+            MatmulOptions{ActivationPrecision::int8}, MatmulOptions{ActivationPrecision::int16},
+            MatmulOptions{ActivationPrecision::automatic}};
+}
+
+/// Runs gemm (and gemv for batch 1) on Arch with every kernel option and compares with both oracles.
 template <class Arch, QuantScheme S>
 void check_products_on(const QuantizedMatrix<S>& w, const RowMatrixF& x, const RowMatrixF& y_ref,
                        const RowMatrixF& y_eigen, const RowMatrixF& y_abs) {
-    for (ActivationPrecision p : {ActivationPrecision::fp32, ActivationPrecision::int8, ActivationPrecision::int16,
-                                  ActivationPrecision::automatic}) {
+    const auto batch = static_cast<std::size_t>(x.rows());
+    for (const MatmulOptions& options : all_kernel_options()) {
         const std::string arch_name = Arch::name();
-        const std::string path_name = kernels::kernel_path_name(kernels::kernel_path<Arch, S>(p));
+        const std::string path_name = kernels::kernel_path_name(kernels::kernel_path_for<Arch, S>(options, batch));
         CAPTURE(arch_name);
         CAPTURE(path_name);
-        const double tol = tolerance_for<Arch, S>(p);
-        const bool integer_path = quantizes_activations<Arch, S>(p);
+        const double tol = tolerance_for<Arch, S>(options, batch);
+        const bool integer_path = quantizes_activations<Arch, S>(options, batch);
         RowMatrixF y = RowMatrixF::Constant(x.rows(), static_cast<Eigen::Index>(w.rows), -7.0f);
-        gemm(Arch{}, w, x, y, MatmulOptions{p});
+        gemm(Arch{}, w, x, y, options);
         if (integer_path && y.size() < integer_path_min_outputs) {
             CHECK((y - y_ref).norm() <= tol * y_abs.norm());
         } else {
@@ -78,8 +87,7 @@ void check_products_on(const QuantizedMatrix<S>& w, const RowMatrixF& x, const R
         }
         if (x.rows() == 1) {
             RowMatrixF yv = RowMatrixF::Constant(1, static_cast<Eigen::Index>(w.rows), -7.0f);
-            gemv(Arch{}, w, std::span<const float>(x.data(), w.cols), std::span<float>(yv.data(), w.rows),
-                 MatmulOptions{p});
+            gemv(Arch{}, w, std::span<const float>(x.data(), w.cols), std::span<float>(yv.data(), w.rows), options);
             if (integer_path && yv.size() < integer_path_min_outputs) CHECK((yv - y_ref).norm() <= tol * y_abs.norm());
             else CHECK(relative_error(yv, y_ref) <= tol);
         }
@@ -136,7 +144,7 @@ TEST_CASE_TEMPLATE_DEFINE("gemv/gemm: zero matrix, large values", S, matmul_edge
             gemm(w, x, y, MatmulOptions{p});
             // The integer paths subtract the zero-point term, summed per group, from the code term, summed per
             // chunk: two float sums of the same value that differ by rounding only (~1e-5 here).
-            if (quantizes_activations<xsimd::default_arch, S>(p))
+            if (quantizes_activations<xsimd::default_arch, S>(MatmulOptions{p}, 3))
                 CHECK(y.cwiseAbs().maxCoeff() <= 5e-5f);
             else
                 CHECK(y.cwiseAbs().maxCoeff() == 0.0f);
@@ -155,18 +163,45 @@ TEST_CASE_TEMPLATE_DEFINE("gemv/gemm: zero matrix, large values", S, matmul_edge
 TEST_CASE_TEMPLATE_DEFINE("gemv/gemm: bit-identical for 1 and 2 threads", S, matmul_threads) {
     std::mt19937 rng(5u);
     const auto w = random_matrix<S>(203, 300, rng);
-    for (std::size_t batch : {1u, 5u}) {
+    for (std::size_t batch : {1u, 5u, 20u}) {
         const RowMatrixF x = random_activations(batch, 300, rng);
-        for (ActivationPrecision p : {ActivationPrecision::fp32, ActivationPrecision::int8, ActivationPrecision::int16}) {
+        for (const MatmulOptions& options : all_kernel_options()) {
+            CAPTURE(batch);
+            CAPTURE(kernels::kernel_path_name(kernels::kernel_path_for<xsimd::default_arch, S>(options, batch)));
             RowMatrixF y1(static_cast<Eigen::Index>(batch), 203), y2(static_cast<Eigen::Index>(batch), 203);
             const int saved = num_threads();
             set_num_threads(1);
-            gemm(w, x, y1, MatmulOptions{p});
+            gemm(w, x, y1, options);
             set_num_threads(2);
-            gemm(w, x, y2, MatmulOptions{p});
+            gemm(w, x, y2, options);
             set_num_threads(saved);
             CHECK(std::memcmp(y1.data(), y2.data(), sizeof(float) * static_cast<std::size_t>(y1.size())) == 0);
         }
+    }
+}
+
+// The batched decoder relies on this: a sequence's outputs must not depend on which other sequences share
+// its batch, or a resumed evaluation (which regroups unfinished rows) could differ from an uninterrupted one.
+TEST_CASE_TEMPLATE_DEFINE("gemm on dequantized tiles: an output does not depend on the batch around it", S,
+                          matmul_batch_independence) {
+    std::mt19937 rng(11u);
+    // 45 rows: two full 16-row tiles and a partial one; 700 columns: three panel depths, the last one short.
+    const auto w = random_matrix<S>(45, 700, rng);
+    const RowMatrixF x = random_activations(23, 700, rng);  // 3 full 6-vector groups and a tail of 5
+    const MatmulOptions tiles{ActivationPrecision::fp32, 1};
+    RowMatrixF y_all(23, 45);
+    gemm(w, x, y_all, tiles);
+    for (Eigen::Index n : {0, 7, 17, 22}) {
+        CAPTURE(n);
+        RowMatrixF y_one(1, 45);
+        gemm(w, ConstMatrixView(x.row(n).data(), 1, 700), y_one, tiles);
+        CHECK(std::memcmp(y_one.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
+        RowMatrixF y_pair(2, 45);
+        RowMatrixF x_pair(2, 700);
+        x_pair.row(0) = x.row(n);
+        x_pair.row(1) = x.row((n + 1) % 23);
+        gemm(w, x_pair, y_pair, tiles);
+        CHECK(std::memcmp(y_pair.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
     }
 }
 

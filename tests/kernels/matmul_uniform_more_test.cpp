@@ -6,4 +6,5 @@ TEST_CASE_TEMPLATE_INVOKE(matmul_conformance, Int8PcS, Int8G64A, Int4PcAF32, Int
                           Int5G80S);
 TEST_CASE_TEMPLATE_INVOKE(matmul_edge_values, Int8PcS, Int8G64A, Int4PcAF32, Int4G16A);
 TEST_CASE_TEMPLATE_INVOKE(matmul_threads, Int8G64A, Int4G16A);
+TEST_CASE_TEMPLATE_INVOKE(matmul_batch_independence, Int8PcS, Int8G64A);
 }  // namespace qsafe::test

@@ -8,8 +8,8 @@
 // static, 4-row aligned ranges, and each output is computed by one thread with the same instructions
 // whatever the thread count, so results are bit-identical for any number of threads.
 // Kernels (kernels/*_kernel.hpp): an integer kernel (int16 or int8 activations) for uniform grids and an exact fp32
-// kernel for every codebook on x86 (AVX2, AVX-512BW) when groups are whole 32-code chunks, and a portable
-// xsimd kernel otherwise. Weights are read once per call: a tile of rows is finished for the whole batch
+// kernel for every codebook on x86 (AVX2, AVX-512BW) when groups are whole 32-code chunks, an exact fp32
+// kernel on dequantized row tiles for large batches there, and a portable xsimd kernel otherwise. Weights are read once per call: a tile of rows is finished for the whole batch
 // before the next tile is touched.
 #include <concepts>
 #include <cstddef>
@@ -22,6 +22,7 @@
 #include "qsafe/formats/quantized_matrix.hpp"
 #include "qsafe/kernels/activation_buffers.hpp"
 #include "qsafe/kernels/arch/x86_intrinsics.hpp"
+#include "qsafe/kernels/dequantized_tile_kernel.hpp"
 #include "qsafe/kernels/float_tile_kernel.hpp"
 #include "qsafe/kernels/integer_tile_kernel.hpp"
 #include "qsafe/kernels/matmul_options.hpp"
@@ -40,9 +41,10 @@ concept XsimdArch = requires {
 
 namespace kernels {
 
-enum class KernelPath { int16_chunks, int8_chunks, fp32_chunks, portable };
+enum class KernelPath { int16_chunks, int8_chunks, fp32_chunks, dequantized_tiles, portable };
 
-/// The kernel a product of this scheme runs on Arch with the given activation precision.
+/// The per-vector kernel a product of this scheme runs on Arch with the given activation precision (small
+/// batches; see kernel_path_for for the batch-dependent choice).
 template <class Arch, QuantScheme S>
 constexpr KernelPath kernel_path(ActivationPrecision precision) noexcept {
     if constexpr (has_x86_kernels<Arch> && (S::per_channel || S::group_size % chunk_codes == 0)) {
@@ -55,8 +57,20 @@ constexpr KernelPath kernel_path(ActivationPrecision precision) noexcept {
     }
 }
 
+/// The kernel a product of `batch` vectors runs: large batches with fp32 or automatic activations go to
+/// dequantized tiles wherever the x86 chunk kernels exist.
+template <class Arch, QuantScheme S>
+constexpr KernelPath kernel_path_for(const MatmulOptions& options, std::size_t batch) noexcept {
+    const KernelPath path = kernel_path<Arch, S>(options.activations);
+    const bool fp32_allowed = options.activations == ActivationPrecision::fp32 || options.activations == ActivationPrecision::automatic;
+    if (path != KernelPath::portable && fp32_allowed && batch >= options.dequantized_tiles_min_batch)
+        return KernelPath::dequantized_tiles;
+    return path;
+}
+
 constexpr const char* kernel_path_name(KernelPath p) noexcept {
     switch (p) {
+        case KernelPath::dequantized_tiles: return "dequantized-tiles";
         case KernelPath::int16_chunks: return "int16-chunks";
         case KernelPath::int8_chunks: return "int8-chunks";
         case KernelPath::fp32_chunks: return "fp32-chunks";
@@ -97,7 +111,7 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
     if constexpr (chunk_kernels) {
 #if XSIMD_WITH_AVX2
         const ChunkOrder order = chunk_order(S::bits);
-        const KernelPath path = kernel_path<Arch, S>(options.activations);
+        const KernelPath path = kernel_path_for<Arch, S>(options, x.rows);
         auto integer_product = [&]<class Code>(QuantizedActivations<Code>& acts) {
             const std::size_t chunks = (x.cols + chunk_codes - 1) / chunk_codes;
             quantize_activations<Arch>(x, order, S::per_channel ? chunks : S::group_size / chunk_codes, w.groups_per_row, acts);
@@ -108,7 +122,17 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
                 add_outlier_products<Arch>(w, begin, end, x, y);
             });
         };
-        if (path == KernelPath::int16_chunks) {
+        if (path == KernelPath::dequantized_tiles) {
+            PermutedActivations acts;
+            permute_activations<Arch>(x, order, acts);
+            const std::size_t tile_floats = dequantized_tile_floats(acts.chunks, acts.batch);
+            aligned_vector<float> tiles(static_cast<std::size_t>(num_threads()) * tile_floats);
+            parallel_for_ranges(w.rows, dequantized_tile_rows, [&](std::size_t begin, std::size_t end) {
+                float* tile = tiles.data() + static_cast<std::size_t>(omp_get_thread_num()) * tile_floats;
+                dequantized_rows<Arch>(w, begin, end, acts, tile, y);
+                add_outlier_products<Arch>(w, begin, end, x, y);
+            });
+        } else if (path == KernelPath::int16_chunks) {
             Int16Activations acts;
             integer_product(acts);
         } else if (path == KernelPath::int8_chunks) {

@@ -1,0 +1,162 @@
+#pragma once
+// Batched products on dequantized row tiles (x86, fp32 activations). The chunk kernels decode a row's codes
+// again for every tile of 1-4 activation vectors, which is right for one vector but makes decoding the
+// bottleneck of large batches. Here a tile of rows is decoded once into an fp32 buffer that stays in cache
+// (level x scale, in the chunk order of the permuted activations), and a register-blocked fp32 dot-product
+// kernel multiplies it with every vector of the batch. The product is exact in the same sense as the fp32
+// chunk kernel: the dequantized weights are dequantize()'s values, and only the summation order differs.
+//
+// Each output is one accumulator running over k in the same order whatever the tile it is computed in, so
+// an output does not depend on the batch size, on its position in the batch or on the thread count.
+#include <algorithm>
+#include <cstddef>
+
+#include "qsafe/core/aligned_buffer.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/formats/quantized_matrix.hpp"
+#include "qsafe/kernels/activation_buffers.hpp"
+#include "qsafe/kernels/arch/x86_intrinsics.hpp"
+#include "qsafe/kernels/float_tile_kernel.hpp"
+
+namespace qsafe::kernels {
+
+/// Rows decoded at a time: 16 rows of up to 1,536 columns are 96 KiB of fp32, L2-resident next to the
+/// activation block; thread ranges are multiples of it.
+inline constexpr std::size_t dequantized_tile_rows = 16;
+/// Activation vectors multiplied per pass over a row tile: 32 vectors of 1,536 columns are 192 KiB, so
+/// the block stays in L2 while the tile's rows stream past it.
+inline constexpr std::size_t dequantized_vector_block = 32;
+
+#if XSIMD_WITH_AVX2
+namespace detail {
+
+/// Rows r0 .. r0 + count of w as fp32 (level x group scale) in chunk order, `chunks` x 32 floats per row
+/// (the padding codes of the last chunk get finite values; their activations are zero).
+template <class Arch, QuantScheme S>
+void dequantize_row_tile(const QuantizedMatrix<S>& w, std::size_t r0, std::size_t count, std::size_t chunks,
+                         float* out) noexcept {
+    using x86::f8;
+    constexpr bool per_group_levels =
+        S::uniform || (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group);
+    const std::size_t full_chunks = w.padded_cols / chunk_codes;
+    const std::size_t groups = w.groups_per_row;
+    const std::size_t per_group = S::per_channel ? chunks : w.group_size / chunk_codes;
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t r = r0 + i;
+        const x86::RowChunks<S::bits> row(w.row_codes(r), w.padded_cols);
+        GroupLevels<Arch, S> levels;
+        if constexpr (S::table) levels.load_table(S::codebook::values.data());
+        else if constexpr (S::learned && !per_group_levels) levels.load_fp16_table(w.codebook.data());
+        float* dst = out + i * chunks * chunk_codes;
+        auto store = [&](std::size_t c, __m256i q, f8 scale) {
+            const x86::WideCodes wide = x86::widen_codes(q);
+            for (int k = 0; k < 4; ++k) (levels(wide.part[k]) * scale).store_aligned(dst + c * chunk_codes + 8 * static_cast<std::size_t>(k));
+        };
+        for (std::size_t g = 0; g < groups; ++g) {
+            const std::size_t c_begin = g * per_group;
+            const std::size_t c_end = std::min(c_begin + per_group, chunks);
+            if constexpr (per_group_levels) prepare_group_levels(w, r, g, levels);
+            const f8 scale(x86::load_scale(w.scales[r * groups + g]));
+            const std::size_t c_full = std::min(c_end, full_chunks);
+            for (std::size_t c = c_begin; c < c_full; ++c) store(c, row.decode(c), scale);
+            if (c_end > full_chunks) store(full_chunks, row.decode_half(full_chunks), scale);
+        }
+    }
+}
+
+/// The row-major tile (tile_rows rows of `width` floats) as a k-major panel: panel[k * 16 + j] = row j, column k.
+/// 8 x 8 blocks are transposed in registers.
+inline void pack_k_major(const float* tile, std::size_t width, float* panel) noexcept {
+    static_assert(dequantized_tile_rows == 16, "the panel holds two 8-row halves");
+    for (std::size_t half = 0; half < 2; ++half) {
+        const float* src = tile + half * 8 * width;
+        for (std::size_t k0 = 0; k0 < width; k0 += 8) {
+            __m256 r[8];
+            for (std::size_t j = 0; j < 8; ++j) r[j] = _mm256_load_ps(src + j * width + k0);
+            x86::transpose8x8(r);
+            for (std::size_t i = 0; i < 8; ++i) _mm256_store_ps(panel + (k0 + i) * 16 + half * 8, r[i]);
+        }
+    }
+}
+
+/// acc(n, j) += panel column j . activation n over `depth` columns (from zero when `first`), for Vectors
+/// activation vectors and the 16 rows of the panel: per column two weight loads and one broadcast per
+/// vector feed 2 x Vectors accumulators. acc rows are 16 floats apart.
+template <int Vectors>
+void panel_product(const float* panel, std::size_t depth, const float* const* x, bool first, float* acc) noexcept {
+    using x86::f8;
+    f8 sum[Vectors][2];
+    for (int n = 0; n < Vectors; ++n) {
+        sum[n][0] = first ? f8(0.0f) : f8::load_unaligned(acc + 16 * n);
+        sum[n][1] = first ? f8(0.0f) : f8::load_unaligned(acc + 16 * n + 8);
+    }
+    for (std::size_t k = 0; k < depth; ++k) {
+        const f8 w0 = f8::load_aligned(panel + k * 16);
+        const f8 w1 = f8::load_aligned(panel + k * 16 + 8);
+        for (int n = 0; n < Vectors; ++n) {
+            const f8 xv(x[n][k]);
+            sum[n][0] = xsimd::fma(w0, xv, sum[n][0]);
+            sum[n][1] = xsimd::fma(w1, xv, sum[n][1]);
+        }
+    }
+    for (int n = 0; n < Vectors; ++n) {
+        sum[n][0].store_unaligned(acc + 16 * n);
+        sum[n][1].store_unaligned(acc + 16 * n + 8);
+    }
+}
+
+inline constexpr int panel_vectors = 6;  // 12 accumulators + 2 weights + 1 broadcast: 15 of 16 registers
+/// Columns per pass over the batch: the panel's 16 x 256 floats (16 KiB) stay in L1 and 64 vectors' 256
+/// columns (64 KiB) in L2 however wide the matrix.
+inline constexpr std::size_t panel_depth = 256;
+
+template <int Vectors>
+void panel_product_tail(int vectors, const float* panel, std::size_t depth, const float* const* x, bool first,
+                        float* acc) noexcept {
+    if constexpr (Vectors > 0) {
+        if (vectors == Vectors) return panel_product<Vectors>(panel, depth, x, first, acc);
+        panel_product_tail<Vectors - 1>(vectors, panel, depth, x, first, acc);
+    }
+}
+
+}  // namespace detail
+
+/// Floats of one thread's scratch for `batch` activation vectors of `chunks` chunks: the row-major tile,
+/// its panel, and the tile's outputs for the whole batch.
+inline std::size_t dequantized_tile_floats(std::size_t chunks, std::size_t batch) noexcept {
+    return 2 * dequantized_tile_rows * chunks * chunk_codes + batch * dequantized_tile_rows;
+}
+
+/// Rows r_begin .. r_end of Y = X W^T from permuted fp32 activations, one dequantized tile of rows at a
+/// time; `scratch` holds dequantized_tile_floats(a.chunks, a.batch) floats (32-byte aligned). Every output
+/// is one sum over k in order (split at multiples of panel_depth, the running sum kept in memory), whatever
+/// the tile it falls in.
+template <class Arch, QuantScheme S>
+void dequantized_rows(const QuantizedMatrix<S>& w, std::size_t r_begin, std::size_t r_end, const PermutedActivations& a,
+                      float* scratch, MatrixView y) noexcept {
+    constexpr std::size_t tile_rows = dequantized_tile_rows;
+    const std::size_t width = a.chunks * chunk_codes;
+    float* tile = scratch;
+    float* panel = tile + tile_rows * width;
+    float* out = panel + tile_rows * width;  // batch x 16
+    for (std::size_t t0 = r_begin; t0 < r_end; t0 += tile_rows) {
+        const std::size_t count = std::min(tile_rows, r_end - t0);
+        detail::dequantize_row_tile<Arch>(w, t0, count, a.chunks, tile);
+        std::fill(tile + count * width, tile + tile_rows * width, 0.0f);  // rows past the range
+        detail::pack_k_major(tile, width, panel);
+        for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth) {
+            const std::size_t depth = std::min(detail::panel_depth, width - k0);
+            for (std::size_t n = 0; n < a.batch; n += detail::panel_vectors) {
+                const int vectors = static_cast<int>(std::min<std::size_t>(detail::panel_vectors, a.batch - n));
+                const float* x[detail::panel_vectors];
+                for (int v = 0; v < vectors; ++v) x[v] = a.chunk(n + static_cast<std::size_t>(v), 0) + k0;
+                detail::panel_product_tail<detail::panel_vectors>(vectors, panel + k0 * tile_rows, depth, x, k0 == 0,
+                                                                 out + n * tile_rows);
+            }
+        }
+        for (std::size_t n = 0; n < a.batch; ++n) std::copy(out + n * tile_rows, out + n * tile_rows + count, y.row(n) + t0);
+    }
+}
+#endif  // XSIMD_WITH_AVX2
+
+}  // namespace qsafe::kernels
