@@ -23,9 +23,6 @@ namespace qsafe::kernels {
 /// Rows decoded at a time: 16 rows of up to 1,536 columns are 96 KiB of fp32, L2-resident next to the
 /// activation block; thread ranges are multiples of it.
 inline constexpr std::size_t dequantized_tile_rows = 16;
-/// Activation vectors multiplied per pass over a row tile: 32 vectors of 1,536 columns are 192 KiB, so
-/// the block stays in L2 while the tile's rows stream past it.
-inline constexpr std::size_t dequantized_vector_block = 32;
 
 #if XSIMD_WITH_AVX2
 namespace detail {
@@ -121,6 +118,23 @@ void panel_product_tail(int vectors, const float* panel, std::size_t depth, cons
 
 }  // namespace detail
 
+/// out(n, j) = sum over k < width of panel(k, j) * x_n[k] for the 16 rows of a k-major panel and `batch`
+/// vectors x_n = x + n * ldx (32-byte aligned, `width` floats each); out is batch x 16. Columns are taken
+/// panel_depth at a time for the whole batch, so each output is one running sum over k in order.
+inline void panel_times_vectors(const float* panel, std::size_t width, const float* x, std::size_t ldx, std::size_t batch,
+                                float* out) noexcept {
+    for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth) {
+        const std::size_t depth = std::min(detail::panel_depth, width - k0);
+        for (std::size_t n = 0; n < batch; n += detail::panel_vectors) {
+            const int vectors = static_cast<int>(std::min<std::size_t>(detail::panel_vectors, batch - n));
+            const float* xs[detail::panel_vectors];
+            for (int v = 0; v < vectors; ++v) xs[v] = x + (n + static_cast<std::size_t>(v)) * ldx + k0;
+            detail::panel_product_tail<detail::panel_vectors>(vectors, panel + k0 * dequantized_tile_rows, depth, xs, k0 == 0,
+                                                             out + n * dequantized_tile_rows);
+        }
+    }
+}
+
 /// Floats of one thread's scratch for `batch` activation vectors of `chunks` chunks: the row-major tile,
 /// its panel, and the tile's outputs for the whole batch.
 inline std::size_t dequantized_tile_floats(std::size_t chunks, std::size_t batch) noexcept {
@@ -128,9 +142,7 @@ inline std::size_t dequantized_tile_floats(std::size_t chunks, std::size_t batch
 }
 
 /// Rows r_begin .. r_end of Y = X W^T from permuted fp32 activations, one dequantized tile of rows at a
-/// time; `scratch` holds dequantized_tile_floats(a.chunks, a.batch) floats (32-byte aligned). Every output
-/// is one sum over k in order (split at multiples of panel_depth, the running sum kept in memory), whatever
-/// the tile it falls in.
+/// time; `scratch` holds dequantized_tile_floats(a.chunks, a.batch) floats (32-byte aligned).
 template <class Arch, QuantScheme S>
 void dequantized_rows(const QuantizedMatrix<S>& w, std::size_t r_begin, std::size_t r_end, const PermutedActivations& a,
                       float* scratch, MatrixView y) noexcept {
@@ -144,16 +156,7 @@ void dequantized_rows(const QuantizedMatrix<S>& w, std::size_t r_begin, std::siz
         detail::dequantize_row_tile<Arch>(w, t0, count, a.chunks, tile);
         std::fill(tile + count * width, tile + tile_rows * width, 0.0f);  // rows past the range
         detail::pack_k_major(tile, width, panel);
-        for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth) {
-            const std::size_t depth = std::min(detail::panel_depth, width - k0);
-            for (std::size_t n = 0; n < a.batch; n += detail::panel_vectors) {
-                const int vectors = static_cast<int>(std::min<std::size_t>(detail::panel_vectors, a.batch - n));
-                const float* x[detail::panel_vectors];
-                for (int v = 0; v < vectors; ++v) x[v] = a.chunk(n + static_cast<std::size_t>(v), 0) + k0;
-                detail::panel_product_tail<detail::panel_vectors>(vectors, panel + k0 * tile_rows, depth, x, k0 == 0,
-                                                                 out + n * tile_rows);
-            }
-        }
+        panel_times_vectors(panel, width, a.x.data(), width, a.batch, out);
         for (std::size_t n = 0; n < a.batch; ++n) std::copy(out + n * tile_rows, out + n * tile_rows + count, y.row(n) + t0);
     }
 }

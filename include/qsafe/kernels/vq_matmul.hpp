@@ -9,8 +9,8 @@
 // and each lane accumulates one row (or 8 scalar loads do, which is faster on Zen 3). Tables are visited in
 // blocks of vq_block_steps so the block stays in cache while every tile of a thread reads it. Dense path
 // (larger batches): a tile of rows is decoded once to fp32 and multiplied with every activation vector by
-// FMA, which beats per-vector lookups once the decoding is shared (bench/bench_vq.cpp,
-// docs/vector-quantization.md).
+// FMA (on x86 with the panel kernel of kernels/dequantized_tile_kernel.hpp), which beats per-vector
+// lookups once the decoding is shared (bench/bench_vq.cpp, docs/vector-quantization.md).
 // Corrections (sparse fp16 outliers) are added per row after the codebook part, in storage order.
 // Rows are split over threads in whole 8-row tiles; each output is computed by one thread with the same
 // instructions whatever the thread count, so results are bit-identical for any number of threads.
@@ -248,6 +248,36 @@ void dense_micro(const float* rows, const float* const* xs, std::size_t n, std::
         for (int v = 0; v < Vecs; ++v) out[i][v] = xsimd::hadd(acc[i][v]);
 }
 
+#if XSIMD_WITH_AVX2
+/// The dense product on x86: two 8-row tiles decoded into one 16-row fp32 tile, packed k-major and multiplied
+/// with the whole batch by the register-blocked panel kernel of the scalar-quantized schemes
+/// (kernels/dequantized_tile_kernel.hpp). xs: batch x stride scaled activations, stride a multiple of 8.
+inline void dense_product_panels(const VqMatrix& w, const VqDecodedBooks& books, ConstMatrixView x, const aligned_vector<float>& xs,
+                                 std::size_t stride, MatrixView y) {
+    constexpr std::size_t rows = kernels::dequantized_tile_rows;
+    static_assert(rows == 2 * vq_row_tile, "a panel holds two VQ tiles");
+    const std::size_t batch = x.rows, tiles = w.tiles();
+    const std::size_t scratch_floats = 2 * rows * stride + batch * rows;
+    aligned_vector<float> scratch(static_cast<std::size_t>(num_threads()) * scratch_floats, 0.0f);  // tile padding stays zero
+    parallel_for_ranges(tiles, 2, [&](std::size_t t_begin, std::size_t t_end) {
+        float* decoded = scratch.data() + static_cast<std::size_t>(omp_get_thread_num()) * scratch_floats;
+        float* panel = decoded + rows * stride;
+        float* out = panel + rows * stride;
+        for (std::size_t tile = t_begin; tile < t_end; tile += 2) {
+            decode_tile(w, books, tile, decoded, stride);
+            if (tile + 1 < tiles) decode_tile(w, books, tile + 1, decoded + vq_row_tile * stride, stride);
+            else std::fill(decoded + vq_row_tile * stride, decoded + rows * stride, 0.0f);
+            kernels::detail::pack_k_major(decoded, stride, panel);
+            kernels::panel_times_vectors(panel, stride, xs.data(), stride, batch, out);
+            const std::size_t r0 = tile * vq_row_tile, nr = std::min(rows, w.rows - r0);
+            for (std::size_t n = 0; n < batch; ++n)
+                for (std::size_t i = 0; i < nr; ++i)
+                    y(n, r0 + i) = to_float(w.row_scales[r0 + i]) * out[n * rows + i] + outlier_dot(w, r0 + i, x, n);
+        }
+    });
+}
+#endif
+
 template <class Arch>
 void dense_product(const VqMatrix& w, ConstMatrixView x, MatrixView y) {
     using fb = xsimd::batch<float, Arch>;
@@ -261,6 +291,12 @@ void dense_product(const VqMatrix& w, ConstMatrixView x, MatrixView y) {
         for (std::size_t n = 0; n < x.rows; ++n) std::copy(packed.begin() + static_cast<std::ptrdiff_t>(n * pc),
                                                            packed.begin() + static_cast<std::ptrdiff_t>((n + 1) * pc), xs.begin() + static_cast<std::ptrdiff_t>(n * stride));
     }
+#if XSIMD_WITH_AVX2
+    if constexpr (kernels::has_x86_kernels<Arch>) {
+        // 8-float strides for the panel kernel even when Arch's batches are wider (AVX-512).
+        if (stride % 8 == 0) return dense_product_panels(w, books, x, xs, stride, y);
+    }
+#endif
     constexpr int row_block = 4, vec_block = 2;
     parallel_for_ranges(w.tiles(), 1, [&](std::size_t t_begin, std::size_t t_end) {
         aligned_vector<float> decoded(vq_row_tile * stride, 0.0f);  // the padding past padded_cols stays zero
