@@ -38,6 +38,6 @@ cmake --build build/release -j "$jobs" --target qsafe_cli
 echo "== qsafe demo: SmolLM2-135M-Instruct, fp vs RTN int4 / RTN int2 / GPTQ int4, on qsafe's default safety prompts" >&2
 build/release/bin/qsafe eval --model "$model" \
   --variants fp,int4-g128-asym:rtn,int2-g32-asym:rtn,int4-g128-asym:gptq \
-  --dataset default --max-new-tokens 48 --batch 40 "${quality[@]}" \
+  --dataset default --max-new-tokens 48 --batch 60 "${quality[@]}" \
   "${calibration[@]}" --out "$out" --resume
 echo "== report: $out/report.md, $out/report.json, $out/report.csv, plot: $out/report-default.svg" >&2
