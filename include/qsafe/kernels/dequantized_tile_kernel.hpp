@@ -123,14 +123,28 @@ void panel_product_tail(int vectors, const float* panel, std::size_t depth, cons
 /// panel_depth at a time for the whole batch, so each output is one running sum over k in order.
 inline void panel_times_vectors(const float* panel, std::size_t width, const float* x, std::size_t ldx, std::size_t batch,
                                 float* out) noexcept {
+    // Groups of 6 vectors; a short tail (1-4) is merged with the last full group and split in two halves
+    // (64 = 9 x 6 + 5 + 5, not 10 x 6 + 4): a group of 4 has only 8 accumulators, too few to hide the FMA
+    // latency. Which group an output falls in does not change its arithmetic.
+    constexpr std::size_t full = detail::panel_vectors;
+    const std::size_t tail = batch % full;
+    const std::size_t even_end = (tail != 0 && tail < full - 1 && batch > full) ? batch - tail - full : batch - tail;
+    auto group = [&](std::size_t n, std::size_t vectors, std::size_t k0, std::size_t depth) {
+        const float* xs[full];
+        for (std::size_t v = 0; v < vectors; ++v) xs[v] = x + (n + v) * ldx + k0;
+        detail::panel_product_tail<detail::panel_vectors>(static_cast<int>(vectors), panel + k0 * dequantized_tile_rows, depth, xs,
+                                                         k0 == 0, out + n * dequantized_tile_rows);
+    };
     for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth) {
         const std::size_t depth = std::min(detail::panel_depth, width - k0);
-        for (std::size_t n = 0; n < batch; n += detail::panel_vectors) {
-            const int vectors = static_cast<int>(std::min<std::size_t>(detail::panel_vectors, batch - n));
-            const float* xs[detail::panel_vectors];
-            for (int v = 0; v < vectors; ++v) xs[v] = x + (n + static_cast<std::size_t>(v)) * ldx + k0;
-            detail::panel_product_tail<detail::panel_vectors>(vectors, panel + k0 * dequantized_tile_rows, depth, xs, k0 == 0,
-                                                             out + n * dequantized_tile_rows);
+        std::size_t n = 0;
+        for (; n < even_end; n += full) group(n, full, k0, depth);
+        const std::size_t rest = batch - n;  // 0 .. 5, or 7 .. 10 split in two
+        if (rest > full) {
+            group(n, (rest + 1) / 2, k0, depth);
+            group(n + (rest + 1) / 2, rest / 2, k0, depth);
+        } else if (rest > 0) {
+            group(n, rest, k0, depth);
         }
     }
 }
