@@ -187,21 +187,25 @@ TEST_CASE_TEMPLATE_DEFINE("gemm on dequantized tiles: an output does not depend 
     std::mt19937 rng(11u);
     // 45 rows: two full 16-row tiles and a partial one; 700 columns: three panel depths, the last one short.
     const auto w = random_matrix<S>(45, 700, rng);
-    const RowMatrixF x = random_activations(23, 700, rng);  // 3 full 6-vector groups and a tail of 5
     const MatmulOptions tiles{ActivationPrecision::fp32, 1};
-    RowMatrixF y_all(23, 45);
-    gemm(w, x, y_all, tiles);
-    for (Eigen::Index n : {0, 7, 17, 22}) {
-        CAPTURE(n);
-        RowMatrixF y_one(1, 45);
-        gemm(w, ConstMatrixView(x.row(n).data(), 1, 700), y_one, tiles);
-        CHECK(std::memcmp(y_one.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
-        RowMatrixF y_pair(2, 45);
-        RowMatrixF x_pair(2, 700);
-        x_pair.row(0) = x.row(n);
-        x_pair.row(1) = x.row((n + 1) % 23);
-        gemm(w, x_pair, y_pair, tiles);
-        CHECK(std::memcmp(y_pair.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
+    // 23 = 3 groups of 6 + 5; 22 = 2 x 6 + 5 + 5 (a tail of 4 is merged with the last full group).
+    for (const Eigen::Index batch : {23, 22}) {
+        CAPTURE(batch);
+        const RowMatrixF x = random_activations(static_cast<std::size_t>(batch), 700, rng);
+        RowMatrixF y_all(batch, 45);
+        gemm(w, x, y_all, tiles);
+        for (Eigen::Index n : {Eigen::Index{0}, Eigen::Index{7}, Eigen::Index{17}, batch - 1}) {
+            CAPTURE(n);
+            RowMatrixF y_one(1, 45);
+            gemm(w, ConstMatrixView(x.row(n).data(), 1, 700), y_one, tiles);
+            CHECK(std::memcmp(y_one.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
+            RowMatrixF y_pair(2, 45);
+            RowMatrixF x_pair(2, 700);
+            x_pair.row(0) = x.row(n);
+            x_pair.row(1) = x.row((n + 1) % batch);
+            gemm(w, x_pair, y_pair, tiles);
+            CHECK(std::memcmp(y_pair.data(), y_all.row(n).data(), sizeof(float) * 45) == 0);
+        }
     }
 }
 
