@@ -1,10 +1,11 @@
 #pragma once
 // Batched products on dequantized row tiles (x86, fp32 activations). The chunk kernels decode a row's codes
 // again for every tile of 1-4 activation vectors, which is right for one vector but makes decoding the
-// bottleneck of large batches. Here a tile of rows is decoded once into an fp32 buffer that stays in cache
-// (level x scale, in the chunk order of the permuted activations), and a register-blocked fp32 dot-product
-// kernel multiplies it with every vector of the batch. The product is exact in the same sense as the fp32
-// chunk kernel: the dequantized weights are dequantize()'s values, and only the summation order differs.
+// bottleneck of large batches. Here 16 rows are decoded once into an fp32 tile that stays in cache (level
+// x scale, in the chunk order of the permuted activations), transposed into a k-major panel, and an
+// outer-product kernel (6 vectors x 16 rows: 12 accumulators, per column two weight loads and one broadcast
+// per vector) multiplies it with every vector of the batch. The product is exact in the same sense as the
+// fp32 chunk kernel: the dequantized weights are dequantize()'s values, only the summation order differs.
 //
 // Each output is one accumulator running over k in the same order whatever the tile it is computed in, so
 // an output does not depend on the batch size, on its position in the batch or on the thread count.
@@ -20,8 +21,8 @@
 
 namespace qsafe::kernels {
 
-/// Rows decoded at a time: 16 rows of up to 1,536 columns are 96 KiB of fp32, L2-resident next to the
-/// activation block; thread ranges are multiples of it.
+/// Rows decoded at a time (two 8-float halves of the panel); thread ranges are multiples of it. 16 rows
+/// of 1,536 columns are 96 KiB of fp32 for the tile and as much for its panel, both L2-resident.
 inline constexpr std::size_t dequantized_tile_rows = 16;
 
 #if XSIMD_WITH_AVX2
