@@ -28,36 +28,38 @@ inline constexpr std::size_t dequantized_tile_rows = 16;
 #if XSIMD_WITH_AVX2
 namespace detail {
 
-/// Rows r0 .. r0 + count of w as fp32 (level x group scale) in chunk order, `chunks` x 32 floats per row
-/// (the padding codes of the last chunk get finite values; their activations are zero).
+/// Chunks c_begin .. c_end of rows r0 .. r0 + count of w as fp32 (level x group scale) in chunk order,
+/// (c_end - c_begin) x 32 floats per row (the padding codes of the last chunk get finite values; their
+/// activations are zero).
 template <class Arch, QuantScheme S>
-void dequantize_row_tile(const QuantizedMatrix<S>& w, std::size_t r0, std::size_t count, std::size_t chunks,
+void dequantize_row_tile(const QuantizedMatrix<S>& w, std::size_t r0, std::size_t count, std::size_t c_begin, std::size_t c_end,
                          float* out) noexcept {
     using x86::f8;
     constexpr bool per_group_levels =
         S::uniform || (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group);
     const std::size_t full_chunks = w.padded_cols / chunk_codes;
     const std::size_t groups = w.groups_per_row;
-    const std::size_t per_group = S::per_channel ? chunks : w.group_size / chunk_codes;
+    const std::size_t per_group = S::per_channel ? c_end : w.group_size / chunk_codes;
+    const std::size_t width = (c_end - c_begin) * chunk_codes;
     for (std::size_t i = 0; i < count; ++i) {
         const std::size_t r = r0 + i;
         const x86::RowChunks<S::bits> row(w.row_codes(r), w.padded_cols);
         GroupLevels<Arch, S> levels;
         if constexpr (S::table) levels.load_table(S::codebook::values.data());
         else if constexpr (S::learned && !per_group_levels) levels.load_fp16_table(w.codebook.data());
-        float* dst = out + i * chunks * chunk_codes;
+        float* dst = out + i * width - c_begin * chunk_codes;  // chunk c lands at dst + c * 32
         auto store = [&](std::size_t c, __m256i q, f8 scale) {
             const x86::WideCodes wide = x86::widen_codes(q);
             for (int k = 0; k < 4; ++k) (levels(wide.part[k]) * scale).store_aligned(dst + c * chunk_codes + 8 * static_cast<std::size_t>(k));
         };
-        for (std::size_t g = 0; g < groups; ++g) {
-            const std::size_t c_begin = g * per_group;
-            const std::size_t c_end = std::min(c_begin + per_group, chunks);
+        for (std::size_t g = S::per_channel ? 0 : c_begin / per_group; g < groups && g * per_group < c_end; ++g) {
+            const std::size_t g_begin = std::max(g * per_group, c_begin);
+            const std::size_t g_end = std::min(g * per_group + per_group, c_end);
             if constexpr (per_group_levels) prepare_group_levels(w, r, g, levels);
             const f8 scale(x86::load_scale(w.scales[r * groups + g]));
-            const std::size_t c_full = std::min(c_end, full_chunks);
-            for (std::size_t c = c_begin; c < c_full; ++c) store(c, row.decode(c), scale);
-            if (c_end > full_chunks) store(full_chunks, row.decode_half(full_chunks), scale);
+            const std::size_t c_full = std::min(g_end, full_chunks);
+            for (std::size_t c = g_begin; c < c_full; ++c) store(c, row.decode(c), scale);
+            if (g_end > full_chunks) store(full_chunks, row.decode_half(full_chunks), scale);
         }
     }
 }
@@ -119,59 +121,73 @@ void panel_product_tail(int vectors, const float* panel, std::size_t depth, cons
 
 }  // namespace detail
 
-/// out(n, j) = sum over k < width of panel(k, j) * x_n[k] for the 16 rows of a k-major panel and `batch`
-/// vectors x_n = x + n * ldx (32-byte aligned, `width` floats each); out is batch x 16. Columns are taken
-/// panel_depth at a time for the whole batch, so each output is one running sum over k in order.
-inline void panel_times_vectors(const float* panel, std::size_t width, const float* x, std::size_t ldx, std::size_t batch,
-                                float* out) noexcept {
+/// out(n, j) (+)= sum over k < depth of panel(k, j) * x_n[k] for the 16 rows of a k-major panel of at most
+/// panel_depth columns and `batch` vectors x_n = x + n * ldx (32-byte aligned); from zero when `first`.
+/// out is batch x 16.
+inline void panel_block_times_vectors(const float* panel, std::size_t depth, const float* x, std::size_t ldx, std::size_t batch,
+                                      bool first, float* out) noexcept {
     // Groups of 6 vectors; a short tail (1-4) is merged with the last full group and split in two halves
     // (64 = 9 x 6 + 5 + 5, not 10 x 6 + 4): a group of 4 has only 8 accumulators, too few to hide the FMA
     // latency. Which group an output falls in does not change its arithmetic.
     constexpr std::size_t full = detail::panel_vectors;
     const std::size_t tail = batch % full;
     const std::size_t even_end = (tail != 0 && tail < full - 1 && batch > full) ? batch - tail - full : batch - tail;
-    auto group = [&](std::size_t n, std::size_t vectors, std::size_t k0, std::size_t depth) {
+    auto group = [&](std::size_t n, std::size_t vectors) {
         const float* xs[full];
-        for (std::size_t v = 0; v < vectors; ++v) xs[v] = x + (n + v) * ldx + k0;
-        detail::panel_product_tail<detail::panel_vectors>(static_cast<int>(vectors), panel + k0 * dequantized_tile_rows, depth, xs,
-                                                         k0 == 0, out + n * dequantized_tile_rows);
+        for (std::size_t v = 0; v < vectors; ++v) xs[v] = x + (n + v) * ldx;
+        detail::panel_product_tail<detail::panel_vectors>(static_cast<int>(vectors), panel, depth, xs, first,
+                                                         out + n * dequantized_tile_rows);
     };
-    for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth) {
-        const std::size_t depth = std::min(detail::panel_depth, width - k0);
-        std::size_t n = 0;
-        for (; n < even_end; n += full) group(n, full, k0, depth);
-        const std::size_t rest = batch - n;  // 0 .. 5, or 7 .. 10 split in two
-        if (rest > full) {
-            group(n, (rest + 1) / 2, k0, depth);
-            group(n + (rest + 1) / 2, rest / 2, k0, depth);
-        } else if (rest > 0) {
-            group(n, rest, k0, depth);
-        }
+    std::size_t n = 0;
+    for (; n < even_end; n += full) group(n, full);
+    const std::size_t rest = batch - n;  // 0 .. 5, or 7 .. 10 split in two
+    if (rest > full) {
+        group(n, (rest + 1) / 2);
+        group(n + (rest + 1) / 2, rest / 2);
+    } else if (rest > 0) {
+        group(n, rest);
     }
 }
 
-/// Floats of one thread's scratch for `batch` activation vectors of `chunks` chunks: the row-major tile,
-/// its panel, and the tile's outputs for the whole batch.
-inline std::size_t dequantized_tile_floats(std::size_t chunks, std::size_t batch) noexcept {
-    return 2 * dequantized_tile_rows * chunks * chunk_codes + batch * dequantized_tile_rows;
+/// out(n, j) = sum over k < width of panel(k, j) * x_n[k] for a whole k-major panel: panel_depth columns at
+/// a time for the whole batch, so each output is one running sum over k in order.
+inline void panel_times_vectors(const float* panel, std::size_t width, const float* x, std::size_t ldx, std::size_t batch,
+                                float* out) noexcept {
+    for (std::size_t k0 = 0; k0 < width; k0 += detail::panel_depth)
+        panel_block_times_vectors(panel + k0 * dequantized_tile_rows, std::min(detail::panel_depth, width - k0), x + k0, ldx, batch,
+                                  k0 == 0, out);
 }
 
-/// Rows r_begin .. r_end of Y = X W^T from permuted fp32 activations, one dequantized tile of rows at a
-/// time; `scratch` holds dequantized_tile_floats(a.chunks, a.batch) floats (32-byte aligned).
+/// Floats of one thread's scratch for a batch of `batch` vectors: a 16 x panel_depth tile, its panel, and
+/// the tile's outputs for the whole batch.
+inline std::size_t dequantized_tile_floats(std::size_t batch) noexcept {
+    return 2 * dequantized_tile_rows * detail::panel_depth + batch * dequantized_tile_rows;
+}
+
+/// Rows r_begin .. r_end of Y = X W^T from permuted fp32 activations, 16 rows at a time, each decoded and
+/// multiplied panel_depth columns at a time so that the tile and its panel (16 KiB each) stay in L1 and
+/// the batch's columns of the block in L2, however wide the matrix; `scratch` holds
+/// dequantized_tile_floats(a.batch) floats (32-byte aligned). The running sums are those of
+/// panel_times_vectors: every output is one sum over k in order.
 template <class Arch, QuantScheme S>
 void dequantized_rows(const QuantizedMatrix<S>& w, std::size_t r_begin, std::size_t r_end, const PermutedActivations& a,
                       float* scratch, MatrixView y) noexcept {
     constexpr std::size_t tile_rows = dequantized_tile_rows;
+    constexpr std::size_t block_chunks = detail::panel_depth / chunk_codes;
     const std::size_t width = a.chunks * chunk_codes;
     float* tile = scratch;
-    float* panel = tile + tile_rows * width;
-    float* out = panel + tile_rows * width;  // batch x 16
+    float* panel = tile + tile_rows * detail::panel_depth;
+    float* out = panel + tile_rows * detail::panel_depth;  // batch x 16
     for (std::size_t t0 = r_begin; t0 < r_end; t0 += tile_rows) {
         const std::size_t count = std::min(tile_rows, r_end - t0);
-        detail::dequantize_row_tile<Arch>(w, t0, count, a.chunks, tile);
-        std::fill(tile + count * width, tile + tile_rows * width, 0.0f);  // rows past the range
-        detail::pack_k_major(tile, width, panel);
-        panel_times_vectors(panel, width, a.x.data(), width, a.batch, out);
+        for (std::size_t c0 = 0; c0 < a.chunks; c0 += block_chunks) {
+            const std::size_t c1 = std::min(c0 + block_chunks, a.chunks);
+            const std::size_t depth = (c1 - c0) * chunk_codes;
+            detail::dequantize_row_tile<Arch>(w, t0, count, c0, c1, tile);
+            std::fill(tile + count * depth, tile + tile_rows * depth, 0.0f);  // rows past the range
+            detail::pack_k_major(tile, depth, panel);
+            panel_block_times_vectors(panel, depth, a.x.data() + c0 * chunk_codes, width, a.batch, c0 == 0, out);
+        }
         for (std::size_t n = 0; n < a.batch; ++n) std::copy(out + n * tile_rows, out + n * tile_rows + count, y.row(n) + t0);
     }
 }

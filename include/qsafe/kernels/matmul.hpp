@@ -125,7 +125,7 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
         if (path == KernelPath::dequantized_tiles) {
             PermutedActivations acts;
             permute_activations<Arch>(x, order, acts);
-            const std::size_t tile_floats = dequantized_tile_floats(acts.chunks, acts.batch);
+            const std::size_t tile_floats = dequantized_tile_floats(acts.batch);
             aligned_vector<float> tiles(static_cast<std::size_t>(num_threads()) * tile_floats);
             parallel_for_ranges(w.rows, dequantized_tile_rows, [&](std::size_t begin, std::size_t end) {
                 float* tile = tiles.data() + static_cast<std::size_t>(omp_get_thread_num()) * tile_floats;
