@@ -21,8 +21,8 @@
 
 namespace qsafe::kernels {
 
-/// Rows decoded at a time (two 8-float halves of the panel); thread ranges are multiples of it. 16 rows
-/// of 1,536 columns are 96 KiB of fp32 for the tile and as much for its panel, both L2-resident.
+/// Rows decoded at a time (two 8-float halves of the panel); thread ranges are multiples of it. They are
+/// decoded panel_depth (256) columns at a time: 16 KiB for the tile and as much for its panel, in L1.
 inline constexpr std::size_t dequantized_tile_rows = 16;
 
 #if XSIMD_WITH_AVX2

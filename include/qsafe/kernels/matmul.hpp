@@ -9,8 +9,8 @@
 // whatever the thread count, so results are bit-identical for any number of threads.
 // Kernels (kernels/*_kernel.hpp): an integer kernel (int16 or int8 activations) for uniform grids and an exact fp32
 // kernel for every codebook on x86 (AVX2, AVX-512BW) when groups are whole 32-code chunks, an exact fp32
-// kernel on dequantized row tiles for large batches there, and a portable xsimd kernel otherwise. Weights are read once per call: a tile of rows is finished for the whole batch
-// before the next tile is touched.
+// kernel on dequantized row tiles for large batches there, and a portable xsimd kernel otherwise. Weights
+// are read once per call: a tile of rows is finished for the whole batch before the next tile is touched.
 #include <concepts>
 #include <cstddef>
 #include <span>
