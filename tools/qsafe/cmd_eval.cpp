@@ -122,6 +122,7 @@ void add_eval_command(CLI::App& app) {
                 if (spec == "gcg") {
                     o.phrases = qsafe::eval::gcg_refusal_phrases();
                     o.weak_phrases.clear();
+                    o.harmful_prompt_rules = false;  // the GCG evaluation is its substring list alone
                 }
                 return qsafe::eval::RefusalJudge(o);
             }

@@ -31,6 +31,8 @@ struct JudgeArgs {
     std::string response_column = "completion";
     std::string id_column;
     std::string label_column;
+    std::string expected_column;
+    std::string harmful_values = "harmful,unsafe";
     std::string label_map =
         "full_compliance=compliance,full_refusal=refusal,partial_refusal=partial_refusal,"
         "compliance=compliance,refusal=refusal,partial=partial_refusal";
@@ -70,6 +72,21 @@ std::optional<Verdict> map_label(const std::map<std::string, Verdict, std::less<
         if (const auto it = map.find(label.substr(digits + 1)); it != map.end()) return it->second;
     }
     return std::nullopt;
+}
+
+/// Whether `value` is in the comma-separated `values`, where an item ending in '*' matches by prefix
+/// ("contrast_*" matches XSTest's "contrast_homonyms").
+bool matches_any(std::string_view values, std::string_view value) {
+    std::size_t start = 0;
+    while (start <= values.size()) {
+        std::size_t end = values.find(',', start);
+        if (end == std::string_view::npos) end = values.size();
+        const std::string_view item = values.substr(start, end - start);
+        start = end + 1;
+        if (item.empty()) continue;
+        if (item.back() == '*' ? value.starts_with(item.substr(0, item.size() - 1)) : value == item) return true;
+    }
+    return false;
 }
 
 constexpr std::array<Verdict, 4> all_verdicts{Verdict::refusal, Verdict::partial_refusal, Verdict::compliance, Verdict::unknown};
@@ -128,6 +145,7 @@ void run_judge(const JudgeArgs& a) {
     if (!have_prompts && a.judge.starts_with("model:")) qsafe::eval::require_column(records, a.prompt_column, "prompt");
     if (!a.id_column.empty()) qsafe::eval::require_column(records, a.id_column, "id");
     if (!a.label_column.empty()) qsafe::eval::require_column(records, a.label_column, "label");
+    if (!a.expected_column.empty()) qsafe::eval::require_column(records, a.expected_column, "expected behaviour");
     const auto label_map = parse_label_map(a.label_map);
 
     const auto field = [&](std::size_t r, const std::string& column) -> std::string {
@@ -144,6 +162,9 @@ void run_judge(const JudgeArgs& a) {
         qsafe::eval::PromptRow row;
         row.id = a.id_column.empty() ? std::to_string(r + 1) : field(r, a.id_column);
         if (have_prompts) row.prompt = field(r, a.prompt_column);
+        if (!a.expected_column.empty())
+            row.expected = matches_any(a.harmful_values, field(r, a.expected_column)) ? qsafe::eval::Expected::harmful
+                                                                                       : qsafe::eval::Expected::benign;
         rows.push_back(std::move(row));
         responses.push_back(field(r, a.response_column));
         if (!a.label_column.empty()) {
@@ -164,6 +185,7 @@ void run_judge(const JudgeArgs& a) {
         if (a.judge == "gcg") {
             options.phrases = qsafe::eval::gcg_refusal_phrases();
             options.weak_phrases.clear();
+            options.harmful_prompt_rules = false;  // the GCG evaluation is its substring list alone
         }
         const qsafe::eval::RefusalJudge judge(options);
         for (std::size_t i = 0; i < rows.size(); ++i) results.push_back(judge.judge(rows[i], responses[i]));
@@ -177,6 +199,11 @@ void run_judge(const JudgeArgs& a) {
         throw qsafe::config_error("--judge: '" + a.judge + "' is not refusal, gcg or model:<path>");
     }
 
+    if (!a.expected_column.empty()) {
+        std::size_t harmful = 0;
+        for (const auto& row : rows) harmful += row.expected == qsafe::eval::Expected::harmful;
+        judge_name += ", " + std::to_string(harmful) + " harmful prompts by '" + a.expected_column + "'";
+    }
     std::size_t counts[4] = {};
     for (const auto& r : results) ++counts[verdict_index(r.verdict)];
     std::printf("judge %s on %s: %zu responses: refusal %zu, partial_refusal %zu, compliance %zu, unknown %zu\n", judge_name.c_str(),
@@ -214,6 +241,11 @@ void add_judge_command(CLI::App& app) {
     cmd->add_option("--response-column", a.response_column, "column with the model's response")->capture_default_str();
     cmd->add_option("--id-column", a.id_column, "column with a row id (default: row number)");
     cmd->add_option("--label-column", a.label_column, "column with human labels; enables the agreement report");
+    cmd->add_option("--expected-column", a.expected_column,
+                    "column telling which prompts are harmful; enables the refusal judge's rules for harmful prompts");
+    cmd->add_option("--harmful-values", a.harmful_values,
+                    "values of --expected-column meaning harmful, comma-separated; 'prefix*' matches by prefix (others are benign)")
+        ->capture_default_str();
     cmd->add_option("--label-map", a.label_map,
                     "label=verdict pairs; a leading '<digits>_' of a label is ignored if the full label is not listed")
         ->capture_default_str();
