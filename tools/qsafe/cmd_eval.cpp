@@ -25,21 +25,6 @@
 namespace qsafe_cli {
 
 namespace {
-std::vector<std::string> split_list(const std::string& s) {
-    std::vector<std::string> out;
-    std::string cur;
-    for (char c : s) {
-        if (c == ',') {
-            if (!cur.empty()) out.push_back(cur);
-            cur.clear();
-        } else {
-            cur += c;
-        }
-    }
-    if (!cur.empty()) out.push_back(cur);
-    return out;
-}
-
 // Variant specs may contain commas inside "rules=..."; such a variant is given with its own --variant.
 struct EvalArgs {
     std::string model = "smollm2", chat_template, out = "results", judge = "refusal", datasets = "default";
@@ -93,7 +78,7 @@ void add_eval_command(CLI::App& app) {
 
         // Variants: the reference first (every comparison needs its answers).
         std::vector<qsafe::VariantSpec> specs;
-        for (const auto& v : split_list(a.variants)) specs.push_back(qsafe::parse_variant(v));
+        for (const auto& v : split_commas(a.variants)) specs.push_back(qsafe::parse_variant(v));
         for (const auto& v : a.extra_variants) specs.push_back(qsafe::parse_variant(v));
         std::stable_partition(specs.begin(), specs.end(), [](const qsafe::VariantSpec& v) { return v.name == "fp"; });
         if (specs.empty() || specs.front().name != "fp") specs.insert(specs.begin(), qsafe::parse_variant("fp"));
@@ -109,7 +94,7 @@ void add_eval_command(CLI::App& app) {
         dopt.stratify_by_category = !a.no_stratify;
         dopt.source_dir = QSAFE_SOURCE_DIR;
         std::vector<qsafe::eval::PromptDataset> datasets;
-        for (const auto& d : split_list(a.datasets)) datasets.push_back(qsafe::eval::load_named_dataset(d, dopt));
+        for (const auto& d : split_commas(a.datasets)) datasets.push_back(qsafe::eval::load_named_dataset(d, dopt));
 
         // Fail now, not after the first variant's answers, when the quality windows have no text.
         const std::filesystem::path wiki_path = a.quality_windows > 0 ? wikitext2_path("--quality-windows") : std::filesystem::path();

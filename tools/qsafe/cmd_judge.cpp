@@ -44,13 +44,7 @@ struct JudgeArgs {
 /// "a=b,c=d" -> {a: b, c: d}; each value must name a verdict.
 std::map<std::string, Verdict, std::less<>> parse_label_map(const std::string& text) {
     std::map<std::string, Verdict, std::less<>> map;
-    std::size_t start = 0;
-    while (start <= text.size()) {
-        std::size_t end = text.find(',', start);
-        if (end == std::string::npos) end = text.size();
-        const std::string item = text.substr(start, end - start);
-        start = end + 1;
-        if (item.empty()) continue;
+    for (const std::string& item : split_commas(text)) {
         const std::size_t eq = item.find('=');
         if (eq == std::string::npos) throw qsafe::config_error("--label-map: '" + item + "' is not label=verdict");
         const auto verdict = qsafe::eval::parse_verdict(item.substr(eq + 1));
@@ -76,16 +70,9 @@ std::optional<Verdict> map_label(const std::map<std::string, Verdict, std::less<
 
 /// Whether `value` is in the comma-separated `values`, where an item ending in '*' matches by prefix
 /// ("contrast_*" matches XSTest's "contrast_homonyms").
-bool matches_any(std::string_view values, std::string_view value) {
-    std::size_t start = 0;
-    while (start <= values.size()) {
-        std::size_t end = values.find(',', start);
-        if (end == std::string_view::npos) end = values.size();
-        const std::string_view item = values.substr(start, end - start);
-        start = end + 1;
-        if (item.empty()) continue;
+bool matches_any(const std::string& values, std::string_view value) {
+    for (const std::string_view item : split_commas(values))
         if (item.back() == '*' ? value.starts_with(item.substr(0, item.size() - 1)) : value == item) return true;
-    }
     return false;
 }
 

@@ -87,6 +87,14 @@ void check_variants(const std::vector<qsafe::VariantSpec>& specs) {
             throw qsafe::config_error("variant '" + v.name + "': " + v.file.string() + ": no such file");
 }
 
+std::vector<std::string> split_commas(const std::string& list) {
+    std::vector<std::string> items;
+    std::stringstream in(list);
+    for (std::string item; std::getline(in, item, ',');)
+        if (!item.empty()) items.push_back(item);
+    return items;
+}
+
 std::string format_duration(double seconds) {
     const long s = static_cast<long>(seconds + 0.5);
     char buf[32];

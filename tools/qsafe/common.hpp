@@ -111,6 +111,9 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
 
+/// The non-empty items of a comma-separated option value ("a,,b" -> {"a", "b"}).
+std::vector<std::string> split_commas(const std::string& list);
+
 /// Checks every file variant's file exists before any work starts (parse_variant has already checked the
 /// schemes), so a typo fails at once instead of after the earlier variants have run (throws config_error
 /// naming the variant).
