@@ -8,27 +8,16 @@
 #include <set>
 #include <string>
 
+#include "common/shared_data.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/eval/sampling.hpp"
 
 using namespace qsafe::eval;
 
 namespace {
-DataOptions source_options() {
-    DataOptions o;
-    o.source_dir = QSAFE_SOURCE_DIR;
-    return o;
-}
+DataOptions source_options() { return test_fixtures::source_data_options(); }
 
-bool shared_data_present() {
-    try {
-        find_data_dir(source_options());
-        return true;
-    } catch (const qsafe::config_error& e) {
-        MESSAGE("shared datasets not found (" << e.what() << "); skipped");
-        return false;
-    }
-}
+bool shared_data_present() { return test_fixtures::shared_data_dir().has_value(); }
 
 std::vector<PromptRow> rows_with_categories(const std::map<std::string, std::size_t>& sizes) {
     std::vector<PromptRow> rows;

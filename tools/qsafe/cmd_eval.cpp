@@ -102,13 +102,9 @@ void add_eval_command(CLI::App& app) {
         // Judge.
         auto make_judge = [&](const std::string& spec) -> qsafe::eval::AnyJudge {
             if (spec == "refusal" || spec == "gcg") {
-                qsafe::eval::RefusalJudgeOptions o;
+                qsafe::eval::RefusalJudgeOptions o =
+                    spec == "gcg" ? qsafe::eval::gcg_refusal_judge_options() : qsafe::eval::RefusalJudgeOptions{};
                 o.max_chars = a.judge_chars;
-                if (spec == "gcg") {
-                    o.phrases = qsafe::eval::gcg_refusal_phrases();
-                    o.weak_phrases.clear();
-                    o.harmful_prompt_rules = false;  // the GCG evaluation is its substring list alone
-                }
                 return qsafe::eval::RefusalJudge(o);
             }
             if (spec.starts_with("model:")) return qsafe::eval::ModelJudge::load(resolve_model_path(spec.substr(6)));

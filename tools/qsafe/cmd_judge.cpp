@@ -68,10 +68,10 @@ std::optional<Verdict> map_label(const std::map<std::string, Verdict, std::less<
     return std::nullopt;
 }
 
-/// Whether `value` is in the comma-separated `values`, where an item ending in '*' matches by prefix
+/// Whether `value` is one of `values`, where an item ending in '*' matches by prefix
 /// ("contrast_*" matches XSTest's "contrast_homonyms").
-bool matches_any(const std::string& values, std::string_view value) {
-    for (const std::string_view item : split_commas(values))
+bool matches_any(const std::vector<std::string>& values, std::string_view value) {
+    for (const std::string_view item : values)
         if (item.back() == '*' ? value.starts_with(item.substr(0, item.size() - 1)) : value == item) return true;
     return false;
 }
@@ -134,6 +134,7 @@ void run_judge(const JudgeArgs& a) {
     if (!a.label_column.empty()) qsafe::eval::require_column(records, a.label_column, "label");
     if (!a.expected_column.empty()) qsafe::eval::require_column(records, a.expected_column, "expected behaviour");
     const auto label_map = parse_label_map(a.label_map);
+    const auto harmful_values = split_commas(a.harmful_values);
 
     const auto field = [&](std::size_t r, const std::string& column) -> std::string {
         const auto it = records.rows[r].find(column);
@@ -150,7 +151,7 @@ void run_judge(const JudgeArgs& a) {
         row.id = a.id_column.empty() ? std::to_string(r + 1) : field(r, a.id_column);
         if (have_prompts) row.prompt = field(r, a.prompt_column);
         if (!a.expected_column.empty())
-            row.expected = matches_any(a.harmful_values, field(r, a.expected_column)) ? qsafe::eval::Expected::harmful
+            row.expected = matches_any(harmful_values, field(r, a.expected_column)) ? qsafe::eval::Expected::harmful
                                                                                        : qsafe::eval::Expected::benign;
         rows.push_back(std::move(row));
         responses.push_back(field(r, a.response_column));
@@ -167,13 +168,9 @@ void run_judge(const JudgeArgs& a) {
     std::vector<qsafe::eval::JudgeResult> results;
     std::string judge_name;
     if (a.judge == "refusal" || a.judge == "gcg") {
-        qsafe::eval::RefusalJudgeOptions options;
+        qsafe::eval::RefusalJudgeOptions options =
+            a.judge == "gcg" ? qsafe::eval::gcg_refusal_judge_options() : qsafe::eval::RefusalJudgeOptions{};
         options.max_chars = a.max_chars;
-        if (a.judge == "gcg") {
-            options.phrases = qsafe::eval::gcg_refusal_phrases();
-            options.weak_phrases.clear();
-            options.harmful_prompt_rules = false;  // the GCG evaluation is its substring list alone
-        }
         const qsafe::eval::RefusalJudge judge(options);
         for (std::size_t i = 0; i < rows.size(); ++i) results.push_back(judge.judge(rows[i], responses[i]));
         judge_name = a.judge + " (first " + std::to_string(a.max_chars) + " chars)";

@@ -1,0 +1,30 @@
+#pragma once
+// The shared datasets folder for tests that read real data: found like the tool finds it
+// ($QSAFE_DATA_DIR, else ../shared/datasets), and a test without it is skipped with a message, not failed.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <optional>
+
+#include "qsafe/eval/dataset_registry.hpp"
+
+namespace test_fixtures {
+
+/// Data options that also look next to the source tree.
+inline qsafe::eval::DataOptions source_data_options() {
+    qsafe::eval::DataOptions options;
+    options.source_dir = QSAFE_SOURCE_DIR;
+    return options;
+}
+
+/// The shared datasets folder, or nothing (with a doctest message saying the test is skipped).
+inline std::optional<std::filesystem::path> shared_data_dir() {
+    try {
+        return qsafe::eval::find_data_dir(source_data_options());
+    } catch (const qsafe::config_error& e) {
+        MESSAGE("shared datasets not found (" << e.what() << "); skipped");
+        return std::nullopt;
+    }
+}
+
+}  // namespace test_fixtures
