@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // before Eigen / xsimd
 #include <xsimd/xsimd.hpp>
 
 #include "qsafe/core/aligned_buffer.hpp"

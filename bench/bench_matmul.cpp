@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // before Eigen / xsimd
 #include <Eigen/Core>
 
 #include "qsafe/core/parallel.hpp"

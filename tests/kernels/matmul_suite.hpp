@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <doctest/doctest.h>
+#include "qsafe/core/simd_headers.hpp"  // before Eigen / xsimd
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/matmul_test_support.hpp"

@@ -3,6 +3,7 @@
 #include <random>
 #include <string>
 
+#include "qsafe/core/simd_headers.hpp"  // before Eigen / xsimd
 #include <Eigen/LU>
 
 #include "common/random_matrix.hpp"

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <Eigen/Core>
 
 #include "qsafe/core/error.hpp"

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <xsimd/xsimd.hpp>
 
 namespace qsafe {

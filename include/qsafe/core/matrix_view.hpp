@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <span>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <Eigen/Core>
 
 #include "qsafe/core/error.hpp"

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <xsimd/xsimd.hpp>
 
 #include "qsafe/core/matrix_view.hpp"

@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <xsimd/xsimd.hpp>
 
 #include "qsafe/core/aligned_buffer.hpp"

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <Eigen/Cholesky>
 #include <Eigen/Core>
 

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <xsimd/xsimd.hpp>
 
 #include "qsafe/core/aligned_buffer.hpp"

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <xsimd/xsimd.hpp>
 
 #include "qsafe/core/half.hpp"
