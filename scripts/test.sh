@@ -3,13 +3,21 @@
 #   1. installs the Debian packages and fetches the default model (for the real-model tests),
 #   2. Release build of everything (library tests, tools, examples, benchmarks) and ctest,
 #   3. a consumer project built three ways: find_package after install, FetchContent, add_subdirectory,
-#   4. an AddressSanitizer + UBSan build running the same tests (but the four longest real-model ones).
+#   4. an AddressSanitizer + UBSan build without -march=native running the same tests (but the four longest
+#      real-model ones).
 # Environment: QSAFE_JOBS (default: nproc), QSAFE_DATA_DIR (default ../shared/datasets),
 #              QSAFE_CACHE_DIR (model cache, default ~/.cache/qsafe), QSAFE_SKIP_ASAN=1 to skip step 4.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 jobs="${QSAFE_JOBS:-$(nproc)}"
+
+# Which machine this log comes from: qsafe's kernels and their tests depend on the instruction sets.
+cpu_model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
+cpu_sets="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' |
+  grep -xE 'avx2|fma|f16c|avx512f|avx512bw|avx512vl|avx512dq|avx512cd|avx512_vnni|avx512_bf16|avx_vnni|amx_tile|amx_int8|amx_bf16' |
+  tr '\n' ' ')"
+echo "test.sh: CPU ${cpu_model:-unknown}, $(nproc) cores; instruction sets: ${cpu_sets:-none of AVX2/AVX-512}" >&2
 
 bash scripts/install_deps.sh
 if ! model="$(bash scripts/fetch_model.sh)"; then
@@ -25,6 +33,10 @@ echo "== Release build and tests" >&2
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs"
+# qsafe's own view of the CPU (the level its products run at, each scheme's kernel), and which
+# instruction-set units the conformance test ran or skipped on this CPU.
+build/release/bin/qsafe info --cpu >&2
+grep -h "instruction sets run:" build/release/Testing/Temporary/LastTest.log | sed 's/^/test.sh: /' >&2 || true
 
 echo "== Consumer projects (find_package, FetchContent, add_subdirectory)" >&2
 rm -rf build/consumer build/install
@@ -50,7 +62,9 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
   echo "== AddressSanitizer + UBSan build and tests" >&2
   # -O1: the usual optimisation level for sanitizer builds, and much quicker to compile than -O3.
-  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DQSAFE_SANITIZE=ON \
+  # QSAFE_NATIVE=OFF: this stage also proves the portable build, where only the instruction-set units
+  # (chosen at run time) use the CPU's wider instructions.
+  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DQSAFE_SANITIZE=ON -DQSAFE_NATIVE=OFF \
         -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
   cmake --build build/asan -j "$jobs"
   # The four longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator and sequential

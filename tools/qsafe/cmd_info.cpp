@@ -1,11 +1,15 @@
 // qsafe info: a model's metadata, tensors, types and size.
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <map>
 
+#include "isa_kernels.hpp"
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
 #include "qsafe/io/gguf.hpp"
 #include "qsafe/io/safetensors.hpp"
+#include "qsafe/registry/builtin_scheme_list.hpp"
 
 namespace qsafe_cli {
 
@@ -67,6 +71,38 @@ void print_safetensors(const std::filesystem::path& path, bool tensors) {
             std::printf("  %-56s %-5s %s\n", n.c_str(), std::string(qsafe::safetensors::dtype_name(ckpt.tensor(n).dtype)).c_str(),
                         dims_string(ckpt.tensor(n).shape).c_str());
 }
+// What the CPU has, which instruction-set level the products run at, and which kernel each scheme uses.
+void print_cpu() {
+    const qsafe::CpuFeatures& cpu = qsafe::cpu_features();
+    const qsafe::IsaLevel best = qsafe::best_isa(cpu), active = qsafe::active_isa();
+    const char* forced = std::getenv("QSAFE_ISA");
+    std::printf("cpu         %s (%s)\nfeatures    %s\n", cpu.brand.c_str(), cpu.vendor.c_str(), qsafe::feature_list(cpu).c_str());
+    std::printf("isa         best %s, active %s%s\nunits      ", qsafe::isa_name(best), qsafe::isa_name(active),
+                forced && *forced ? (std::string(" (QSAFE_ISA=") + forced + ")").c_str() : "");
+    const auto& registry = qsafe::isa_kernel_registry();
+    for (qsafe::IsaLevel level : qsafe::all_isa_levels) {
+        if (const qsafe::IsaKernelSet* set = registry.set(level))
+            std::printf(" %s (xsimd %s%s)", qsafe::isa_name(level), set->xsimd_arch, level > best ? ", not runnable here" : "");
+    }
+    std::printf("\nfp32        %s\n", qsafe::fp32_blas::backend_description().c_str());
+    std::printf("%-26s %-11s %-18s %-18s %s\n", "scheme", "unit", "batch 1 (auto)", "batch 1 (fp32)", "batch 64 (auto)");
+    qsafe::for_each_builtin_scheme([&]<class S>(const char* name) {
+        const qsafe::SchemeKernel* k = qsafe::dispatched_kernel<S>(active);
+        if (!k) {
+            std::printf("%-26s %-11s (the program's own kernels)\n", name, "-");
+            return;
+        }
+        qsafe::IsaLevel unit = active;
+        while (registry.exact(qsafe::scheme_type_key<S>(), unit) != k) unit = static_cast<qsafe::IsaLevel>(static_cast<int>(unit) - 1);
+        using AP = qsafe::ActivationPrecision;
+        std::printf("%-26s %-11s %-18s %-18s %s\n", name, qsafe::isa_name(unit),
+                    qsafe::kernels::kernel_path_name(k->path(qsafe::MatmulOptions{AP::automatic}, 1)),
+                    qsafe::kernels::kernel_path_name(k->path(qsafe::MatmulOptions{AP::fp32}, 1)),
+                    qsafe::kernels::kernel_path_name(k->path(qsafe::MatmulOptions{AP::automatic}, 64)));
+    });
+    const auto [vq, vq_level] = registry.best_vq(active);
+    std::printf("%-26s %-11s\n", "vq2-d4, vq2-d8x2", vq ? qsafe::isa_name(vq_level) : "-");
+}
 }  // namespace
 
 void add_info_command(CLI::App& app) {
@@ -75,7 +111,12 @@ void add_info_command(CLI::App& app) {
     static bool tensors = false;
     cmd->add_option("-m,--model", model, "GGUF file, Hugging Face folder, or 'smollm2'")->capture_default_str();
     cmd->add_flag("--tensors", tensors, "list every tensor");
+    static bool cpu = false;
+    cmd->add_flag("--cpu", cpu,
+                  "print the CPU's features, the instruction-set level the products run at (QSAFE_ISA=portable|avx2|"
+                  "avx512bw|avx512vnni forces a lower one), the fp32 back end and each scheme's kernel; no model is read");
     cmd->callback([] {
+        if (cpu) return print_cpu();
         const auto path = resolve_model_path(model);
         if (std::filesystem::is_directory(path)) print_safetensors(path, tensors);
         else print_gguf(path, tensors);

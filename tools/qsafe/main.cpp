@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "qsafe/commands.hpp"
+#include "qsafe/core/cpu_features.hpp"
 
 int main(int argc, char** argv) {
     CLI::App app{"qsafe: quantize LLMs on a CPU and measure what quantization does to their safety"};
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
     qsafe_cli::add_eval_command(app);
     qsafe_cli::add_judge_command(app);
     try {
+        qsafe::active_isa();  // the instruction-set level, decided once at start (a bad QSAFE_ISA fails here)
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);

@@ -1,9 +1,12 @@
 #pragma once
 // The two fp32 matrix products of the full-precision path: a layer's outputs for a batch of tokens
 // (Y = X·Wᵀ, the reference model's prefill and calibration) and the Gram matrix of calibration inputs
-// (H += XᵀX). Eigen computes them by default. When QSAFE_WITH_CBLAS is defined — the qsafe::openblas target
-// defines it and links OpenBLAS — they go to CBLAS instead: OpenBLAS's kernels run about 1.5× Eigen's on an
-// AVX2 machine (docs/calibrated-quantization.md), and calibration is made of little else.
+// (H += XᵀX), and the fp32 layers' matrix-vector product. Eigen computes them by default — compiled with
+// the program's own flags, or, in a program with dispatched kernels (kernels/isa_dispatch.hpp), for the best
+// instruction-set level the CPU runs. When QSAFE_WITH_CBLAS is defined — the qsafe::openblas target defines
+// it and links OpenBLAS — the two matrix products go to CBLAS instead: OpenBLAS's kernels run about 1.5×
+// Eigen's on an AVX2 machine (docs/calibrated-quantization.md), and calibration is made of little else —
+// unless OpenBLAS picked kernels below the CPU's level (choose_blas below). Decided once, at the first product.
 //
 // Both back ends split a product into fixed tiles (outputs × tokens for a layer, column blocks for the Gram
 // matrix) that qsafe's own threads take one at a time; each tile is one single-threaded product (OpenBLAS's
@@ -11,45 +14,35 @@
 // takes it, so results do not depend on the thread count. (OpenBLAS's own threading would be ~4 % faster
 // here, but its results change with the thread count.)
 #include <algorithm>
+#include <array>
 #include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
 
+#include "qsafe/core/simd_headers.hpp"  // first: before Eigen / xsimd (see there)
 #include <Eigen/Core>
 
 #if defined(QSAFE_WITH_CBLAS)
 #include <cblas.h>
 #endif
 
+#include "qsafe/core/cpu_features.hpp"
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/core/parallel.hpp"
 
 namespace qsafe::fp32_blas {
 
-/// Which implementation the products use ("cblas" or "eigen"), for logs and reports.
-inline const char* backend_name() noexcept {
-#if defined(QSAFE_WITH_CBLAS)
-    return "cblas";
-#else
-    return "eigen";
-#endif
-}
-
 namespace detail {
 
-#if defined(QSAFE_WITH_CBLAS)
-inline constexpr std::size_t output_tile = 96;  // OpenBLAS: ~95 % of its own threading's rate (Zen 3)
-#else
-inline constexpr std::size_t output_tile = 64;
-#endif
+inline constexpr std::size_t cblas_output_tile = 96;  // OpenBLAS: ~95 % of its own threading's rate (Zen 3)
+inline constexpr std::size_t eigen_output_tile = 64;
 inline constexpr std::size_t token_tile = 256;
 inline constexpr std::size_t gram_column_block = 96;
 
 /// y (tokens × n, row stride ldy) = x (tokens × k, ldx) · wᵀ (w: n × k, ldw), on the calling thread.
-inline void gemm_nt_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
-                         std::size_t tokens, std::size_t n, std::size_t k) {
-#if defined(QSAFE_WITH_CBLAS)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
-                x, static_cast<int>(ldx), w, static_cast<int>(ldw), 0.0f, y, static_cast<int>(ldy));
-#else
+inline void eigen_gemm_nt_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                               std::size_t tokens, std::size_t n, std::size_t k) {
     using Stride = Eigen::OuterStride<>;
     const Eigen::Map<const RowMatrixF, 0, Stride> xm(x, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(k),
                                                      Stride(static_cast<Eigen::Index>(ldx)));
@@ -58,41 +51,195 @@ inline void gemm_nt_tile(const float* x, std::size_t ldx, const float* w, std::s
     Eigen::Map<RowMatrixF, 0, Stride> ym(y, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
                                          Stride(static_cast<Eigen::Index>(ldy)));
     ym.noalias() = xm * wm.transpose();
-#endif
 }
 
 /// h(c0.., c0..c0+width) += x(:, c0..)ᵀ x(:, c0..c0+width) for column-major h (n × n) and row-major x
 /// (tokens × n, row stride ldx): one block column of the lower triangle, its diagonal block in full.
-inline void gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
-                              std::size_t width) {
+inline void eigen_gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
+                                    std::size_t width) {
     const std::size_t height = n - c0;
-#if defined(QSAFE_WITH_CBLAS)
-    // Row-major tokens × n is column-major n × tokens (= A): the block is A(c0.., :) · A(c0..c0+width, :)ᵀ.
-    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, static_cast<int>(height), static_cast<int>(width), static_cast<int>(tokens),
-                1.0f, x + c0, static_cast<int>(ldx), x + c0, static_cast<int>(ldx), 1.0f, h + c0 * n + c0, static_cast<int>(n));
-#else
     using Stride = Eigen::OuterStride<>;
     const Eigen::Map<const RowMatrixF, 0, Stride> xm(x, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
                                                      Stride(static_cast<Eigen::Index>(ldx)));
     Eigen::Map<Eigen::MatrixXf> hm(h, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(n));
     const auto c0i = static_cast<Eigen::Index>(c0), hi = static_cast<Eigen::Index>(height), wi = static_cast<Eigen::Index>(width);
     hm.block(c0i, c0i, hi, wi).noalias() += xm.rightCols(hi).transpose() * xm.middleCols(c0i, wi);
-#endif
 }
 
+/// y (n) = w (n × k, row stride ldw) · x (k), on the calling thread.
+inline void eigen_gemv_rows(const float* w, std::size_t ldw, std::size_t n, std::size_t k, const float* x, float* y) {
+    using Stride = Eigen::OuterStride<>;
+    const Eigen::Map<const RowMatrixF, 0, Stride> wm(w, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(k),
+                                                     Stride(static_cast<Eigen::Index>(ldw)));
+    const Eigen::Map<const VectorF> xv(x, static_cast<Eigen::Index>(k));
+    Eigen::Map<VectorF> yv(y, static_cast<Eigen::Index>(n));
+    yv.noalias() = wm * xv;
+}
+
+#if defined(QSAFE_WITH_CBLAS)
+inline void cblas_gemm_nt_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                               std::size_t tokens, std::size_t n, std::size_t k) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
+                x, static_cast<int>(ldx), w, static_cast<int>(ldw), 0.0f, y, static_cast<int>(ldy));
+}
+inline void cblas_gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
+                                    std::size_t width) {
+    // Row-major tokens × n is column-major n × tokens (= A): the block is A(c0.., :) · A(c0..c0+width, :)ᵀ.
+    const std::size_t height = n - c0;
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, static_cast<int>(height), static_cast<int>(width), static_cast<int>(tokens),
+                1.0f, x + c0, static_cast<int>(ldx), x + c0, static_cast<int>(ldx), 1.0f, h + c0 * n + c0, static_cast<int>(n));
+}
+#endif
+
 }  // namespace detail
+
+/// One implementation of the three single-threaded fp32 building blocks. The Eigen set of the program's own
+/// flags is always there; dispatched programs add Eigen sets compiled for higher instruction-set levels
+/// (kernels/isa_dispatch.hpp), and CBLAS replaces the two matrix products when OpenBLAS runs kernels as
+/// good as the CPU allows.
+struct Fp32Kernels {
+    void (*gemm_nt_tile)(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                         std::size_t tokens, std::size_t n, std::size_t k) = nullptr;
+    void (*gram_block_column)(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
+                              std::size_t width) = nullptr;
+    void (*gemv_rows)(const float* w, std::size_t ldw, std::size_t n, std::size_t k, const float* x, float* y) = nullptr;
+    std::size_t output_tile = detail::eigen_output_tile;
+};
+
+inline Fp32Kernels own_eigen_kernels() noexcept {
+    return {&detail::eigen_gemm_nt_tile, &detail::eigen_gram_block_column, &detail::eigen_gemv_rows, detail::eigen_output_tile};
+}
+
+/// The Eigen sets registered per instruction-set level (empty slots: not compiled into this program).
+inline std::array<Fp32Kernels, all_isa_levels.size()>& isa_eigen_kernels() noexcept {
+    static std::array<Fp32Kernels, all_isa_levels.size()> sets{};
+    return sets;
+}
+inline void register_isa_eigen_kernels(IsaLevel level, const Fp32Kernels& kernels) noexcept {
+    isa_eigen_kernels()[static_cast<std::size_t>(level)] = kernels;
+}
+
+/// The instruction-set level of an OpenBLAS DYNAMIC_ARCH core (openblas_get_corename()): Haswell and Zen
+/// run AVX2 kernels, SkylakeX, Cooperlake and SapphireRapids AVX-512 ones; older cores (Prescott, Nehalem,
+/// Sandybridge, ...) less than AVX2. Unknown names give nothing (trusted as they are).
+inline std::optional<IsaLevel> openblas_core_isa(std::string_view core) noexcept {
+    for (std::string_view c : {"Haswell", "Zen", "Excavator", "Steamroller"})
+        if (core == c) return IsaLevel::avx2;
+    for (std::string_view c : {"SkylakeX", "Cooperlake", "SapphireRapids"})
+        if (core == c) return IsaLevel::avx512bw;
+    for (std::string_view c : {"Katmai", "Coppermine", "Northwood", "Prescott", "Banias", "Atom", "Core2", "Penryn", "Dunnington",
+                               "Nehalem", "Athlon", "Opteron", "Opteron(SSE3)", "Barcelona", "Nano", "Sandybridge", "Bulldozer",
+                               "Piledriver", "Bobcat"})
+        if (core == c) return IsaLevel::portable;
+    return std::nullopt;
+}
+
+/// Whether the products go to OpenBLAS, and why.
+struct BlasChoice {
+    bool use_cblas = false;
+    std::string reason;
+    std::string suggested_coretype;  // OPENBLAS_CORETYPE that would match the CPU ("" if OpenBLAS is fine)
+};
+
+/// The decision, from OpenBLAS's core name and the CPU (testable without either). OpenBLAS 0.3.21 (Debian 12)
+/// does not know newer CPUs and falls back to its Prescott (SSE3) kernels on them: every fp32 product then
+/// runs at a fraction of the machine's rate. When OpenBLAS's core is below what the CPU runs (AVX-512 counts
+/// as AVX-512BW: the products need nothing more), the Eigen products of the best registered level run
+/// instead; OPENBLAS_CORETYPE=<suggested_coretype> (read by OpenBLAS when it loads) fixes OpenBLAS itself.
+inline BlasChoice choose_blas(std::string_view openblas_core, const CpuFeatures& cpu, IsaLevel active, IsaLevel best_eigen_level) {
+    BlasChoice c;
+    const IsaLevel wanted = std::min(active, IsaLevel::avx512bw);
+    if (wanted >= IsaLevel::avx512bw) c.suggested_coretype = cpu.avx512bf16 ? "Cooperlake" : "SkylakeX";
+    else if (wanted >= IsaLevel::avx2) c.suggested_coretype = cpu.vendor == "AuthenticAMD" ? "Zen" : "Haswell";
+    const auto core_level = openblas_core_isa(openblas_core);
+    if (!core_level) {
+        c.use_cblas = true;
+        c.suggested_coretype.clear();
+        c.reason = "OpenBLAS core " + std::string(openblas_core) + " (not known to qsafe: trusted)";
+        return c;
+    }
+    if (*core_level >= wanted) {
+        c.use_cblas = true;
+        c.suggested_coretype.clear();
+        c.reason = "OpenBLAS core " + std::string(openblas_core) + " matches the CPU (" + isa_name(wanted) + ")";
+        return c;
+    }
+    if (best_eigen_level <= *core_level) {
+        c.use_cblas = true;  // nothing better compiled in: OpenBLAS's SSE kernels still beat portable Eigen
+        c.reason = "OpenBLAS core " + std::string(openblas_core) + " is below this CPU's level (" + isa_name(wanted) +
+                   ") and no better Eigen products are compiled in; OPENBLAS_CORETYPE=" + c.suggested_coretype + " fixes it";
+        return c;
+    }
+    c.use_cblas = false;
+    c.reason = "OpenBLAS core " + std::string(openblas_core) + " is below this CPU's level (" + isa_name(wanted) +
+               "): Eigen " + isa_name(best_eigen_level) + " products instead (OPENBLAS_CORETYPE=" + c.suggested_coretype +
+               " makes OpenBLAS use the CPU)";
+    return c;
+}
+
+namespace detail {
+struct ActiveFp32 {
+    Fp32Kernels kernels;
+    bool cblas = false;
+    std::string description;
+};
+
+inline IsaLevel best_registered_eigen_level(IsaLevel at_most) noexcept {
+    IsaLevel best = IsaLevel::portable;
+    for (IsaLevel level : all_isa_levels)
+        if (level <= at_most && isa_eigen_kernels()[static_cast<std::size_t>(level)].gemm_nt_tile) best = level;
+    return best;
+}
+
+inline ActiveFp32 choose_fp32_kernels() {
+    const IsaLevel active = active_isa();
+    const IsaLevel eigen_level = best_registered_eigen_level(active);
+    const Fp32Kernels& registered = isa_eigen_kernels()[static_cast<std::size_t>(eigen_level)];
+    ActiveFp32 out{registered.gemm_nt_tile ? registered : own_eigen_kernels(), false,
+                   std::string("eigen (") + (registered.gemm_nt_tile ? isa_name(eigen_level) : "the program's own flags") + ")"};
+#if defined(QSAFE_WITH_CBLAS)
+    const BlasChoice choice = choose_blas(openblas_get_corename(), cpu_features(), active,
+                                          registered.gemm_nt_tile ? eigen_level : IsaLevel::portable);
+    if (choice.use_cblas) {
+        out.kernels.gemm_nt_tile = &cblas_gemm_nt_tile;
+        out.kernels.gram_block_column = &cblas_gram_block_column;
+        out.kernels.output_tile = cblas_output_tile;
+        out.cblas = true;
+        out.description = "cblas: " + choice.reason;
+    } else {
+        out.description += ": " + choice.reason;
+    }
+#endif
+    return out;
+}
+}  // namespace detail
+
+/// The fp32 building blocks this process uses, chosen at the first product (after the program registered
+/// its dispatched kernels).
+inline const detail::ActiveFp32& active_fp32() {
+    static const detail::ActiveFp32 active = detail::choose_fp32_kernels();
+    return active;
+}
+
+/// Which implementation the products use and why ("cblas: OpenBLAS core Haswell matches ...",
+/// "eigen (avx512bw): OpenBLAS core Prescott runs ..."), for logs and reports.
+inline const std::string& backend_description() { return active_fp32().description; }
+/// "cblas" or "eigen".
+inline const char* backend_name() { return active_fp32().cblas ? "cblas" : "eigen"; }
 
 /// y = x · wᵀ: x is tokens × k, w is n × k (a layer's weights, rows = outputs), y is tokens × n; all
 /// row-major with the given row strides.
 inline void gemm_nt(ConstMatrixView x, const float* w, std::size_t n, std::size_t w_stride, MatrixView y) {
     const std::size_t tokens = x.rows, k = x.cols;
     if (tokens == 0 || n == 0) return;
-    const std::size_t out_tiles = (n + detail::output_tile - 1) / detail::output_tile;
+    const Fp32Kernels& kernels = active_fp32().kernels;
+    const std::size_t output_tile = kernels.output_tile;
+    const std::size_t out_tiles = (n + output_tile - 1) / output_tile;
     const std::size_t token_tiles = (tokens + detail::token_tile - 1) / detail::token_tile;
     parallel_for_dynamic(out_tiles * token_tiles, [&](std::size_t tile) {
-        const std::size_t o0 = tile / token_tiles * detail::output_tile, on = std::min(detail::output_tile, n - o0);
+        const std::size_t o0 = tile / token_tiles * output_tile, on = std::min(output_tile, n - o0);
         const std::size_t t0 = tile % token_tiles * detail::token_tile, tn = std::min(detail::token_tile, tokens - t0);
-        detail::gemm_nt_tile(x.data + t0 * x.stride, x.stride, w + o0 * w_stride, w_stride, y.data + t0 * y.stride + o0, y.stride,
+        kernels.gemm_nt_tile(x.data + t0 * x.stride, x.stride, w + o0 * w_stride, w_stride, y.data + t0 * y.stride + o0, y.stride,
                              tn, on, k);
     });
 }
@@ -103,10 +250,11 @@ inline void gram_lower_add(ConstMatrixView x, float* h, std::size_t n) {
     if (x.rows == 0 || n == 0) return;
     // Block columns of decreasing height, taken by whichever thread is free (static halves of a triangle are
     // uneven); the tallest come first.
+    const Fp32Kernels& kernels = active_fp32().kernels;
     const std::size_t blocks = (n + detail::gram_column_block - 1) / detail::gram_column_block;
     parallel_for_dynamic(blocks, [&](std::size_t b) {
         const std::size_t c0 = b * detail::gram_column_block;
-        detail::gram_block_column(x.data, x.stride, x.rows, h, n, c0, std::min(detail::gram_column_block, n - c0));
+        kernels.gram_block_column(x.data, x.stride, x.rows, h, n, c0, std::min(detail::gram_column_block, n - c0));
     });
 }
 

@@ -5,42 +5,13 @@
 #include <cstddef>
 #include <memory>
 
+#include "qsafe/registry/builtin_scheme_list.hpp"
 #include "qsafe/registry/scheme_registry.hpp"
 #include "qsafe/registry/vector_schemes.hpp"
 
 namespace qsafe {
 
-namespace builtin {
-using Int2G16 = Scheme<Bits<2>, GroupSize<16>>;
-using Int2G32 = Scheme<Bits<2>, GroupSize<32>>;
-using Int2G64 = Scheme<Bits<2>, GroupSize<64>>;
-using Int3G32 = Scheme<Bits<3>, GroupSize<32>>;
-using Int3G64 = Scheme<Bits<3>, GroupSize<64>>;
-using Int3G128 = Scheme<Bits<3>, GroupSize<128>>;
-using Int4G32Sym = Scheme<Bits<4>, GroupSize<32>, Symmetric>;
-using Int4G32 = Scheme<Bits<4>, GroupSize<32>>;
-using Int4G64 = Scheme<Bits<4>, GroupSize<64>>;
-using Int4G128 = Scheme<Bits<4>, GroupSize<128>>;
-using Int4G128Sym = Scheme<Bits<4>, GroupSize<128>, Symmetric>;
-using Int5G32 = Scheme<Bits<5>, GroupSize<32>>;
-using Int6G64 = Scheme<Bits<6>, GroupSize<64>>;
-using Int8G32Sym = Scheme<Bits<8>, GroupSize<32>, Symmetric>;
-using Int8PcSym = Scheme<Bits<8>, PerChannel, Symmetric>;
-using Nf4G64 = Scheme<Bits<4>, GroupSize<64>, Symmetric, Nf4>;
-using Fp4G64 = Scheme<Bits<4>, GroupSize<64>, Symmetric, Fp4E2M1>;
-using Cb2G64 = Scheme<Bits<2>, GroupSize<64>, Symmetric, LearnedCodebook<>>;
-using Cb3G128 = Scheme<Bits<3>, GroupSize<128>, Symmetric, LearnedCodebook<>>;
-using Cb4G128 = Scheme<Bits<4>, GroupSize<128>, Symmetric, LearnedCodebook<>>;
-template <class Base, std::size_t K>
-using WithColumns = Scheme<typename Base::bits_policy, typename Base::grouping, typename Base::scale_mode,
-                           typename Base::codebook, OutlierColumns<K>, typename Base::scale_format>;
-template <class Base, std::size_t PartsPerMillion>
-using WithSparse = Scheme<typename Base::bits_policy, typename Base::grouping, typename Base::scale_mode,
-                          typename Base::codebook, SparseOutliers<PartsPerMillion>, typename Base::scale_format>;
-}  // namespace builtin
-
 inline void register_builtin_schemes(SchemeRegistry& r = scheme_registry()) {
-    using namespace builtin;
     SchemeEntry fp32;
     fp32.name = "fp32";
     fp32.description = "dense fp32 (no quantization)";
@@ -57,33 +28,7 @@ inline void register_builtin_schemes(SchemeRegistry& r = scheme_registry()) {
     };
     r.add(std::move(fp32));
 
-    register_scheme<Int2G16>("int2-g16-asym", r);
-    register_scheme<Int2G32>("int2-g32-asym", r);
-    register_scheme<Int2G64>("int2-g64-asym", r);
-    register_scheme<Int3G32>("int3-g32-asym", r);
-    register_scheme<Int3G64>("int3-g64-asym", r);
-    register_scheme<Int3G128>("int3-g128-asym", r);
-    register_scheme<Int4G32Sym>("int4-g32-sym", r);
-    register_scheme<Int4G32>("int4-g32-asym", r);
-    register_scheme<Int4G64>("int4-g64-asym", r);
-    register_scheme<Int4G128>("int4-g128-asym", r);
-    register_scheme<Int4G128Sym>("int4-g128-sym", r);
-    register_scheme<Int5G32>("int5-g32-asym", r);
-    register_scheme<Int6G64>("int6-g64-asym", r);
-    register_scheme<Int8G32Sym>("int8-g32-sym", r);
-    register_scheme<Int8PcSym>("int8-pc-sym", r);
-    register_scheme<Nf4G64>("nf4-g64", r);
-    register_scheme<Fp4G64>("fp4-g64", r);
-    register_scheme<Cb2G64>("cb2-g64", r);
-    register_scheme<Cb3G128>("cb3-g128", r);
-    register_scheme<Cb4G128>("cb4-g128", r);
-    register_scheme<WithColumns<Int4G128, 128>>("int4-g128-asym+ocol", r);
-    register_scheme<WithColumns<Int3G128, 128>>("int3-g128-asym+ocol", r);
-    register_scheme<WithColumns<Int2G32, 64>>("int2-g32-asym+ocol", r);
-    register_scheme<WithSparse<Int4G128, 5000>>("int4-g128-asym+sparse", r);
-    register_scheme<WithSparse<Int3G128, 5000>>("int3-g128-asym+sparse", r);
-    register_scheme<WithSparse<Int2G32, 5000>>("int2-g32-asym+sparse", r);
-    register_scheme<WithSparse<Int2G64, 5000>>("int2-g64-asym+sparse", r);
+    for_each_builtin_scheme([&]<class S>(const char* name) { register_scheme<S>(name, r); });
     register_vector_schemes(r);  // vq2-d4, vq2-d8x2
 }
 

@@ -17,6 +17,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/formats/matrix_serialization.hpp"
 #include "qsafe/formats/quantized_matrix.hpp"
+#include "qsafe/kernels/isa_dispatch.hpp"
 #include "qsafe/kernels/matmul.hpp"
 
 namespace qsafe {
@@ -56,12 +57,14 @@ class QuantizedLinear {
     virtual std::vector<std::byte> serialize() const = 0;
 };
 
-/// A layer stored as QuantizedMatrix<S>.
+/// A layer stored as QuantizedMatrix<S>. Its products run the program's dispatched kernel for S at the
+/// active instruction-set level when one is registered (kernels/isa_dispatch.hpp), else the kernels of the
+/// including translation unit's flags.
 template <QuantScheme S>
 class QuantizedLinearOf final : public QuantizedLinear {
   public:
     QuantizedLinearOf(QuantizedMatrix<S> matrix, std::string scheme_name)
-        : matrix_(std::move(matrix)), name_(std::move(scheme_name)) {}
+        : matrix_(std::move(matrix)), name_(std::move(scheme_name)), kernel_(dispatched_kernel<S>()) {}
 
     const QuantizedMatrix<S>& matrix() const noexcept { return matrix_; }
     const std::string& scheme_name() const noexcept override { return name_; }
@@ -69,15 +72,28 @@ class QuantizedLinearOf final : public QuantizedLinear {
     std::size_t cols() const noexcept override { return matrix_.cols; }
     std::size_t storage_bytes() const noexcept override { return matrix_.storage_bytes(); }
     void gemv(std::span<const float> x, std::span<float> y) const override {
-        qsafe::gemv(matrix_, x, y, MatmulOptions{activation_precision()});
+        if (!kernel_) return qsafe::gemv(matrix_, x, y, MatmulOptions{activation_precision()});
+        detail::check_quantized_matrix(matrix_, "qsafe::gemv");
+        if (x.size() != matrix_.cols || y.size() != matrix_.rows)
+            throw shape_error("qsafe::gemv: W is " + detail::dims(matrix_.rows, matrix_.cols) + ", x has " +
+                              std::to_string(x.size()) + " entries, y has " + std::to_string(y.size()));
+        kernel_->gemm(&matrix_, ConstMatrixView(x.data(), 1, matrix_.cols), MatrixView(y.data(), 1, matrix_.rows),
+                      MatmulOptions{activation_precision()});
     }
-    void gemm(ConstMatrixView x, MatrixView y) const override { qsafe::gemm(matrix_, x, y, MatmulOptions{activation_precision()}); }
+    void gemm(ConstMatrixView x, MatrixView y) const override {
+        if (!kernel_) return qsafe::gemm(matrix_, x, y, MatmulOptions{activation_precision()});
+        detail::check_gemm_shapes(matrix_, x, y, "qsafe::gemm");
+        kernel_->gemm(&matrix_, x, y, MatmulOptions{activation_precision()});
+    }
     RowMatrixF dequantize() const override { return matrix_.dequantize(); }
     std::vector<std::byte> serialize() const override { return qsafe::serialize(matrix_); }
+    /// The dispatched kernel the products run, or nullptr (the including unit's own kernels).
+    const SchemeKernel* dispatched() const noexcept { return kernel_; }
 
   private:
     QuantizedMatrix<S> matrix_;
     std::string name_;
+    const SchemeKernel* kernel_ = nullptr;
 };
 
 /// An unquantized fp32 layer (the full-precision reference), multiplied with Eigen (GEMV) and
@@ -97,11 +113,13 @@ class DenseLinear final : public QuantizedLinear {
         check(x.size(), y.size(), 1);
         const Eigen::Map<const VectorF> xv(x.data(), w_.cols());
         // Rows split statically over threads: each output is one dot product, as in a serial run.
-        // Fixed 64-row blocks: each block is the same Eigen product whatever the thread count.
+        // Fixed 64-row blocks: each block is the same Eigen product whatever the thread count, compiled for
+        // the active instruction-set level where the program dispatches (core/fp32_blas.hpp).
+        const auto gemv_rows = fp32_blas::active_fp32().kernels.gemv_rows;
         parallel_for(block_count(), [&](std::size_t b) {
             const auto [begin, n] = block(b);
-            Eigen::Map<VectorF> yv(y.data() + begin, n);
-            yv.noalias() = w_.middleRows(begin, n) * xv;
+            gemv_rows(w_.data() + begin * w_.cols(), static_cast<std::size_t>(w_.cols()), static_cast<std::size_t>(n),
+                      static_cast<std::size_t>(w_.cols()), x.data(), y.data() + begin);
         });
     }
     void gemm(ConstMatrixView x, MatrixView y) const override {

@@ -22,15 +22,31 @@ namespace qsafe {
 /// A layer stored as a VqMatrix; products by table lookup (gemv, small batches) or decoded row tiles.
 class VectorQuantizedLinear final : public QuantizedLinear {
   public:
-    VectorQuantizedLinear(VqMatrix matrix, std::string scheme_name) : matrix_(std::move(matrix)), name_(std::move(scheme_name)) {}
+    VectorQuantizedLinear(VqMatrix matrix, std::string scheme_name)
+        : matrix_(std::move(matrix)), name_(std::move(scheme_name)), dispatched_(isa_kernel_registry().best_vq(active_isa()).first) {}
 
     const VqMatrix& matrix() const noexcept { return matrix_; }
     const std::string& scheme_name() const noexcept override { return name_; }
     std::size_t rows() const noexcept override { return matrix_.rows; }
     std::size_t cols() const noexcept override { return matrix_.cols; }
     std::size_t storage_bytes() const noexcept override { return matrix_.storage_bytes(); }
-    void gemv(std::span<const float> x, std::span<float> y) const override { vq_gemv(matrix_, x, y); }
-    void gemm(ConstMatrixView x, MatrixView y) const override { vq_gemm(matrix_, x, y); }
+    void gemv(std::span<const float> x, std::span<float> y) const override {
+        if (!dispatched_) return vq_gemv(matrix_, x, y);
+        kernels::check_vq_matrix(matrix_, "qsafe::vq_gemv");
+        if (x.size() != matrix_.cols || y.size() != matrix_.rows)
+            throw shape_error("qsafe::vq_gemv: W is " + std::to_string(matrix_.rows) + "x" + std::to_string(matrix_.cols) +
+                              ", x has " + std::to_string(x.size()) + " entries, y has " + std::to_string(y.size()));
+        dispatched_(matrix_, ConstMatrixView(x.data(), 1, matrix_.cols), MatrixView(y.data(), 1, matrix_.rows), VqPath::automatic);
+    }
+    void gemm(ConstMatrixView x, MatrixView y) const override {
+        if (!dispatched_) return vq_gemm(matrix_, x, y);
+        kernels::check_vq_matrix(matrix_, "qsafe::vq_gemm");
+        if (x.cols != matrix_.cols || y.cols != matrix_.rows || x.rows != y.rows)
+            throw shape_error("qsafe::vq_gemm: X is " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ", W is " +
+                              std::to_string(matrix_.rows) + "x" + std::to_string(matrix_.cols) + ", Y is " +
+                              std::to_string(y.rows) + "x" + std::to_string(y.cols));
+        dispatched_(matrix_, x, y, VqPath::automatic);
+    }
     RowMatrixF dequantize() const override { return matrix_.dequantize(); }
     std::vector<std::byte> serialize() const override { return qsafe::serialize(matrix_); }
 
@@ -41,6 +57,7 @@ class VectorQuantizedLinear final : public QuantizedLinear {
   private:
     VqMatrix matrix_;
     std::string name_;
+    VqGemmFn dispatched_ = nullptr;  // the program's dispatched VQ product (kernels/isa_dispatch.hpp), if any
 };
 
 /// Registers a VQ scheme under `name` with the given quantizer configuration.
