@@ -4,13 +4,14 @@
 // bottleneck of large batches. Here 16 rows are decoded once into an fp32 tile that stays in cache (level
 // x scale, in the chunk order of the permuted activations), transposed into a k-major panel, and an
 // outer-product kernel (6 vectors x 16 rows: 12 accumulators, per column two weight loads and one broadcast
-// per vector) multiplies it with every vector of the batch. The product is exact in the same sense as the
+// per vector; on AVX-512 12 vectors x one 16-float register) multiplies it with every vector of the batch. The product is exact in the same sense as the
 // fp32 chunk kernel: the dequantized weights are dequantize()'s values, only the summation order differs.
 //
 // Each output is one accumulator running over k in the same order whatever the tile it is computed in, so
 // an output does not depend on the batch size, on its position in the batch or on the thread count.
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include "qsafe/core/aligned_buffer.hpp"
 #include "qsafe/core/matrix_view.hpp"
@@ -34,6 +35,13 @@ namespace detail {
 template <class Arch, QuantScheme S>
 void dequantize_row_tile(const QuantizedMatrix<S>& w, std::size_t r0, std::size_t count, std::size_t c_begin, std::size_t c_end,
                          float* out) noexcept {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    constexpr bool wide = std::is_base_of_v<xsimd::avx512bw, Arch>;  // 16 levels per instruction
+    using Levels = std::conditional_t<wide, GroupLevels512<S>, GroupLevels<Arch, S>>;
+#else
+    constexpr bool wide = false;
+    using Levels = GroupLevels<Arch, S>;
+#endif
     using x86::f8;
     constexpr bool per_group_levels =
         S::uniform || (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() == CodebookScope::per_group);
@@ -44,19 +52,28 @@ void dequantize_row_tile(const QuantizedMatrix<S>& w, std::size_t r0, std::size_
     for (std::size_t i = 0; i < count; ++i) {
         const std::size_t r = r0 + i;
         const x86::RowChunks<S::bits> row(w.row_codes(r), w.padded_cols);
-        GroupLevels<Arch, S> levels;
+        Levels levels;
         if constexpr (S::table) levels.load_table(S::codebook::values.data());
         else if constexpr (S::learned && !per_group_levels) levels.load_fp16_table(w.codebook.data());
         float* dst = out + i * width - c_begin * chunk_codes;  // chunk c lands at dst + c * 32
-        auto store = [&](std::size_t c, __m256i q, f8 scale) {
-            const x86::WideCodes wide = x86::widen_codes(q);
-            for (int k = 0; k < 4; ++k) (levels(wide.part[k]) * scale).store_aligned(dst + c * chunk_codes + 8 * static_cast<std::size_t>(k));
+        auto store = [&](std::size_t c, __m256i q, float scale) {
+            float* d = dst + c * chunk_codes;
+            if constexpr (wide) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+                const __m512 s = _mm512_set1_ps(scale);
+                _mm512_store_ps(d, _mm512_mul_ps(levels(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q))), s));
+                _mm512_store_ps(d + 16, _mm512_mul_ps(levels(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(q, 1))), s));
+#endif
+            } else {
+                const x86::WideCodes parts = x86::widen_codes(q);
+                for (int k = 0; k < 4; ++k) (levels(parts.part[k]) * f8(scale)).store_aligned(d + 8 * static_cast<std::size_t>(k));
+            }
         };
         for (std::size_t g = S::per_channel ? 0 : c_begin / per_group; g < groups && g * per_group < c_end; ++g) {
             const std::size_t g_begin = std::max(g * per_group, c_begin);
             const std::size_t g_end = std::min(g * per_group + per_group, c_end);
             if constexpr (per_group_levels) prepare_group_levels(w, r, g, levels);
-            const f8 scale(x86::load_scale(w.scales[r * groups + g]));
+            const float scale = x86::load_scale(w.scales[r * groups + g]);
             const std::size_t c_full = std::min(g_end, full_chunks);
             for (std::size_t c = g_begin; c < c_full; ++c) store(c, row.decode(c), scale);
             if (g_end > full_chunks) store(full_chunks, row.decode_half(full_chunks), scale);
@@ -80,10 +97,22 @@ inline void pack_k_major(const float* tile, std::size_t width, float* panel) noe
 }
 
 /// acc(n, j) += panel column j . activation n over `depth` columns (from zero when `first`), for Vectors
-/// activation vectors and the 16 rows of the panel: per column two weight loads and one broadcast per
-/// vector feed 2 x Vectors accumulators. acc rows are 16 floats apart.
+/// activation vectors and the 16 rows of the panel. acc rows are 16 floats apart. Each output is one fma
+/// chain over k in order, the same arithmetic in both forms below (so AVX2 and AVX-512 units agree bit for bit).
 template <int Vectors>
 void panel_product(const float* panel, std::size_t depth, const float* const* x, bool first, float* acc) noexcept {
+#if defined(__AVX512F__)
+    // A panel column is one 512-bit register: per column one weight load and one broadcast per vector feed
+    // Vectors accumulators (32 registers hold 12 accumulators with room to spare).
+    __m512 sum[Vectors];
+    for (int n = 0; n < Vectors; ++n) sum[n] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + 16 * n);
+    for (std::size_t k = 0; k < depth; ++k) {
+        const __m512 w = _mm512_load_ps(panel + k * 16);
+        for (int n = 0; n < Vectors; ++n) sum[n] = _mm512_fmadd_ps(w, _mm512_set1_ps(x[n][k]), sum[n]);
+    }
+    for (int n = 0; n < Vectors; ++n) _mm512_storeu_ps(acc + 16 * n, sum[n]);
+#else
+    // Per column two weight loads and one broadcast per vector feed 2 x Vectors accumulators.
     using x86::f8;
     f8 sum[Vectors][2];
     for (int n = 0; n < Vectors; ++n) {
@@ -103,9 +132,14 @@ void panel_product(const float* panel, std::size_t depth, const float* const* x,
         sum[n][0].store_unaligned(acc + 16 * n);
         sum[n][1].store_unaligned(acc + 16 * n + 8);
     }
+#endif
 }
 
+#if defined(__AVX512F__)
+inline constexpr int panel_vectors = 12;  // 12 accumulators: enough FMAs in flight for two 512-bit FMA ports
+#else
 inline constexpr int panel_vectors = 6;  // 12 accumulators + 2 weights + 1 broadcast: 15 of 16 registers
+#endif
 /// Columns per pass over the batch: the panel's 16 x 256 floats (16 KiB) stay in L1 and 64 vectors' 256
 /// columns (64 KiB) in L2 however wide the matrix.
 inline constexpr std::size_t panel_depth = 256;
@@ -126,9 +160,9 @@ void panel_product_tail(int vectors, const float* panel, std::size_t depth, cons
 /// out is batch x 16.
 inline void panel_block_times_vectors(const float* panel, std::size_t depth, const float* x, std::size_t ldx, std::size_t batch,
                                       bool first, float* out) noexcept {
-    // Groups of 6 vectors; a short tail (1-4) is merged with the last full group and split in two halves
-    // (64 = 9 x 6 + 5 + 5, not 10 x 6 + 4): a group of 4 has only 8 accumulators, too few to hide the FMA
-    // latency. Which group an output falls in does not change its arithmetic.
+    // Groups of panel_vectors (6, or 12 on AVX-512); a short tail is merged with the last full group and split
+    // in two halves (64 = 9 x 6 + 5 + 5, not 10 x 6 + 4): a group of 4 has only 8 accumulators, too few to
+    // hide the FMA latency. Which group an output falls in does not change its arithmetic.
     constexpr std::size_t full = detail::panel_vectors;
     const std::size_t tail = batch % full;
     const std::size_t even_end = (tail != 0 && tail < full - 1 && batch > full) ? batch - tail - full : batch - tail;
