@@ -36,7 +36,7 @@ ctest --test-dir build/release --output-on-failure -j "$jobs"
 # qsafe's own view of the CPU (the level its products run at, each scheme's kernel), and which
 # instruction-set units the conformance test ran or skipped on this CPU.
 build/release/bin/qsafe info --cpu >&2
-grep -h "instruction sets run:" build/release/Testing/Temporary/LastTest.log | sed 's/^/test.sh: /' >&2 || true
+grep -h "^instruction sets run:" build/release/Testing/Temporary/LastTest.log | sed 's/^/test.sh: /' >&2 || true
 
 echo "== Consumer projects (find_package, FetchContent, add_subdirectory)" >&2
 rm -rf build/consumer build/install

@@ -120,6 +120,39 @@ TEST_CASE("every instruction-set unit the CPU runs matches the scalar reference 
     CHECK(ran.find("portable") != std::string::npos);
 }
 
+TEST_CASE("dequantized tiles give the same bits in every x86 unit (one fma chain per output)") {
+    // The batched fp32 path is written so that AVX2 and AVX-512 units compute each output with the same
+    // operations in the same order (kernels/dequantized_tile_kernel.hpp): a model evaluated on one machine
+    // gives the same batched answers on another.
+    const CpuFeatures& cpu = cpu_features();
+    const IsaKernelRegistry& registry = isa_kernel_registry();
+    if (!missing_features(IsaLevel::avx2, cpu).empty()) {
+        MESSAGE("skipped: this CPU has no AVX2");
+        return;
+    }
+    std::mt19937 rng(11u);
+    std::string compared;
+    for_each_builtin_scheme([&]<class S>(const char* name) {
+        if (!(S::per_channel || S::group_size % 32 == 0)) return;  // portable kernel everywhere
+        CAPTURE(name);
+        const auto w = random_matrix<S>(35, 544, rng);
+        const RowMatrixF x = random_activations(40, 544, rng);
+        const MatmulOptions options{ActivationPrecision::fp32, 1};
+        RowMatrixF y_avx2(40, 35);
+        registry.exact(scheme_type_key<S>(), IsaLevel::avx2)->gemm(&w, x, y_avx2, options);
+        for (IsaLevel level : {IsaLevel::avx512bw, IsaLevel::avx512vnni}) {
+            if (!missing_features(level, cpu).empty()) continue;
+            RowMatrixF y(40, 35);
+            const SchemeKernel* k = registry.exact(scheme_type_key<S>(), level);
+            REQUIRE(k->path(options, 40) == kernels::KernelPath::dequantized_tiles);
+            k->gemm(&w, x, y, options);
+            CHECK(y == y_avx2);
+            if (compared.find(isa_name(level)) == std::string::npos) compared += std::string(" ") + isa_name(level);
+        }
+    });
+    MESSAGE("avx2 compared with:" << (compared.empty() ? " none (no AVX-512 on this CPU)" : compared));
+}
+
 TEST_CASE("layers built by name run the dispatched kernel of the active level") {
     std::mt19937 rng(7u);
     const RowMatrixF w = random_activations(40, 256, rng);

@@ -54,8 +54,10 @@ constexpr const char* isa_name(IsaLevel level) noexcept {
 inline IsaLevel parse_isa(std::string_view name) {
     for (IsaLevel level : all_isa_levels)
         if (name == isa_name(level)) return level;
-    throw config_error("unknown instruction-set level '" + std::string(name) +
-                       "' (known: portable, avx2, avx512bw, avx512vnni)");
+    std::string message = "unknown instruction-set level '";
+    message += name;
+    message += "' (known: portable, avx2, avx512bw, avx512vnni)";
+    throw config_error(message);
 }
 
 namespace detail {
@@ -143,8 +145,12 @@ inline const CpuFeatures& cpu_features() {
 /// Features a level needs that `f` lacks, space-separated ("" when it can run).
 inline std::string missing_features(IsaLevel level, const CpuFeatures& f) {
     std::string missing;
+    // Appended piece by piece: `"x" + std::string(...)` trips GCC 12's false -Wrestrict (bug 105329) in
+    // users' -Werror builds.
     auto need = [&](bool have, const char* name) {
-        if (!have) missing += (missing.empty() ? "" : " ") + std::string(name);
+        if (have) return;
+        if (!missing.empty()) missing += ' ';
+        missing += name;
     };
     if (level >= IsaLevel::avx2) {
         need(f.avx2, "avx2");
@@ -180,11 +186,31 @@ inline IsaLevel requested_isa(const CpuFeatures& f, const char* env_value) {
     try {
         asked = parse_isa(env_value);
     } catch (const config_error& e) {
-        throw config_error(std::string("QSAFE_ISA=") + env_value + ": " + e.what());
+        std::string message = "QSAFE_ISA=";
+        message += env_value;
+        message += ": ";
+        message += e.what();
+        throw config_error(message);
     }
-    if (asked > best)
-        throw config_error(std::string("QSAFE_ISA=") + env_value + ": this CPU lacks " + missing_features(asked, f));
+    if (asked > best) {
+        std::string message = "QSAFE_ISA=";
+        message += env_value;
+        message += ": this CPU lacks ";
+        message += missing_features(asked, f);
+        throw config_error(message);
+    }
     return asked;
+}
+
+/// The level the including translation unit's own flags compile for (what its Eigen and xsimd code uses).
+constexpr IsaLevel own_flags_isa() noexcept {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && defined(__AVX512CD__)
+    return IsaLevel::avx512bw;
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+    return IsaLevel::avx2;
+#else
+    return IsaLevel::portable;
+#endif
 }
 
 /// The level dispatched kernels run at in this process: decided once, at the first call.
@@ -197,7 +223,9 @@ inline IsaLevel active_isa() {
 inline std::string feature_list(const CpuFeatures& f) {
     std::string out;
     auto add = [&](bool have, const char* name) {
-        if (have) out += (out.empty() ? "" : " ") + std::string(name);
+        if (!have) return;
+        if (!out.empty()) out += ' ';
+        out += name;
     };
     add(f.sse2, "sse2");
     add(f.avx, "avx");

@@ -147,33 +147,41 @@ struct BlasChoice {
 /// as AVX-512BW: the products need nothing more), the Eigen products of the best registered level run
 /// instead; OPENBLAS_CORETYPE=<suggested_coretype> (read by OpenBLAS when it loads) fixes OpenBLAS itself.
 inline BlasChoice choose_blas(std::string_view openblas_core, const CpuFeatures& cpu, IsaLevel active, IsaLevel best_eigen_level) {
+    // Messages appended piece by piece: `"x" + std::string(...)` trips GCC 12's false -Wrestrict (bug
+    // 105329) in users' -Werror builds.
     BlasChoice c;
     const IsaLevel wanted = std::min(active, IsaLevel::avx512bw);
-    if (wanted >= IsaLevel::avx512bw) c.suggested_coretype = cpu.avx512bf16 ? "Cooperlake" : "SkylakeX";
-    else if (wanted >= IsaLevel::avx2) c.suggested_coretype = cpu.vendor == "AuthenticAMD" ? "Zen" : "Haswell";
+    c.reason = "OpenBLAS core ";
+    c.reason += openblas_core;
     const auto core_level = openblas_core_isa(openblas_core);
     if (!core_level) {
         c.use_cblas = true;
-        c.suggested_coretype.clear();
-        c.reason = "OpenBLAS core " + std::string(openblas_core) + " (not known to qsafe: trusted)";
+        c.reason += " (not known to qsafe: trusted)";
         return c;
     }
     if (*core_level >= wanted) {
         c.use_cblas = true;
-        c.suggested_coretype.clear();
-        c.reason = "OpenBLAS core " + std::string(openblas_core) + " matches the CPU (" + isa_name(wanted) + ")";
+        c.reason += " matches the CPU (";
+        c.reason += isa_name(wanted);
+        c.reason += ')';
         return c;
     }
-    if (best_eigen_level <= *core_level) {
-        c.use_cblas = true;  // nothing better compiled in: OpenBLAS's SSE kernels still beat portable Eigen
-        c.reason = "OpenBLAS core " + std::string(openblas_core) + " is below this CPU's level (" + isa_name(wanted) +
-                   ") and no better Eigen products are compiled in; OPENBLAS_CORETYPE=" + c.suggested_coretype + " fixes it";
-        return c;
+    c.suggested_coretype = wanted >= IsaLevel::avx512bw ? (cpu.avx512bf16 ? "Cooperlake" : "SkylakeX")
+                                                        : (cpu.vendor == "AuthenticAMD" ? "Zen" : "Haswell");
+    c.reason += " is below this CPU's level (";
+    c.reason += isa_name(wanted);
+    c.use_cblas = best_eigen_level <= *core_level;  // nothing better compiled in: OpenBLAS's SSE kernels still beat portable Eigen
+    if (c.use_cblas) {
+        c.reason += ") and no better Eigen products are compiled in; OPENBLAS_CORETYPE=";
+        c.reason += c.suggested_coretype;
+        c.reason += " fixes it";
+    } else {
+        c.reason += "): Eigen ";
+        c.reason += isa_name(best_eigen_level);
+        c.reason += " products instead (OPENBLAS_CORETYPE=";
+        c.reason += c.suggested_coretype;
+        c.reason += " makes OpenBLAS use the CPU)";
     }
-    c.use_cblas = false;
-    c.reason = "OpenBLAS core " + std::string(openblas_core) + " is below this CPU's level (" + isa_name(wanted) +
-               "): Eigen " + isa_name(best_eigen_level) + " products instead (OPENBLAS_CORETYPE=" + c.suggested_coretype +
-               " makes OpenBLAS use the CPU)";
     return c;
 }
 
@@ -192,22 +200,29 @@ inline IsaLevel best_registered_eigen_level(IsaLevel at_most) noexcept {
 }
 
 inline ActiveFp32 choose_fp32_kernels() {
+    // The registered Eigen set of the highest level the process runs, unless the program's own flags compile
+    // for more (a library user's -march=native build).
     const IsaLevel active = active_isa();
-    const IsaLevel eigen_level = best_registered_eigen_level(active);
-    const Fp32Kernels& registered = isa_eigen_kernels()[static_cast<std::size_t>(eigen_level)];
-    ActiveFp32 out{registered.gemm_nt_tile ? registered : own_eigen_kernels(), false,
-                   std::string("eigen (") + (registered.gemm_nt_tile ? isa_name(eigen_level) : "the program's own flags") + ")"};
+    const IsaLevel registered_level = best_registered_eigen_level(active);
+    const Fp32Kernels& registered = isa_eigen_kernels()[static_cast<std::size_t>(registered_level)];
+    const IsaLevel own_level = std::min(own_flags_isa(), active);
+    const bool use_registered = registered.gemm_nt_tile != nullptr && registered_level >= own_level;
+    const IsaLevel eigen_level = use_registered ? registered_level : own_level;
+    ActiveFp32 out{use_registered ? registered : own_eigen_kernels(), false, "eigen ("};
+    out.description += isa_name(eigen_level);
+    out.description += use_registered ? ")" : ", the program's own flags)";
 #if defined(QSAFE_WITH_CBLAS)
-    const BlasChoice choice = choose_blas(openblas_get_corename(), cpu_features(), active,
-                                          registered.gemm_nt_tile ? eigen_level : IsaLevel::portable);
+    const BlasChoice choice = choose_blas(openblas_get_corename(), cpu_features(), active, eigen_level);
     if (choice.use_cblas) {
         out.kernels.gemm_nt_tile = &cblas_gemm_nt_tile;
         out.kernels.gram_block_column = &cblas_gram_block_column;
         out.kernels.output_tile = cblas_output_tile;
         out.cblas = true;
-        out.description = "cblas: " + choice.reason;
+        out.description = "cblas: ";
+        out.description += choice.reason;
     } else {
-        out.description += ": " + choice.reason;
+        out.description += ": ";
+        out.description += choice.reason;
     }
 #endif
     return out;
