@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,14 +14,18 @@
 
 namespace {
 
-const char* const schemes[] = {"fp32", "int8-pc-sym", "int4-g128-asym", "int2-g32-asym"};
+// "file": the model file's own Q4_0 / Q8_0 layers as stored (int4-g32-sym / int8-g32-sym, no value changed),
+// other layers fp32 — the like-for-like peer of llama.cpp running the same file (QSAFE_MODEL=q4_0.gguf).
+const char* const schemes[] = {"fp32", "int8-pc-sym", "int4-g128-asym", "int2-g32-asym", "file"};
+constexpr int scheme_count = static_cast<int>(std::size(schemes));
 
 qsafe::LoadedModel* model_for(const std::string& scheme) {
     static std::map<std::string, std::unique_ptr<qsafe::LoadedModel>> cache;
     auto& slot = cache[scheme];
     if (!slot && std::filesystem::exists(qsafe::default_model_path())) {
         qsafe::LoadOptions lo;
-        lo.build_linear = qsafe::rtn_builder(qsafe::SchemeRules::parse("*=" + scheme));
+        if (scheme == "file") lo.ggml_block_layers = qsafe::GgmlBlockLayers::all;
+        else lo.build_linear = qsafe::rtn_builder(qsafe::SchemeRules::parse("*=" + scheme));
         slot = std::make_unique<qsafe::LoadedModel>(qsafe::load_model(qsafe::default_model_path(), lo));
     }
     return slot.get();
@@ -106,7 +111,7 @@ void bm_decode_batch(benchmark::State& state) {
 
 void batch_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"scheme", "threads", "batch", "fp32act"});
-    for (int s = 0; s < 4; ++s)
+    for (int s = 0; s < scheme_count; ++s)
         for (int t : {1, 2})
             for (int n : {1, 8, 16, 32, 64})
                 for (int f : {0, 1})
@@ -116,7 +121,7 @@ void batch_args(benchmark::internal::Benchmark* b) {
 
 void args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"scheme", "threads", "int16act"});
-    for (int s = 0; s < 4; ++s)
+    for (int s = 0; s < scheme_count; ++s)
         for (int t : {1, 2})
             for (int a : {0, 1})
                 if (s > 0 || a == 0) b->Args({s, t, a});

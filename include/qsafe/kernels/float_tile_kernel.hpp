@@ -63,6 +63,20 @@ void prepare_group_levels(const QuantizedMatrix<S>& w, std::size_t r, std::size_
     }
 }
 
+/// The tile's row decoders, and each row's levels where one table serves the whole row (fixed tables,
+/// per-tensor learned codebooks; per-group levels are prepared group by group).
+template <QuantScheme S, int RowTile, class Levels>
+void start_rows(const QuantizedMatrix<S>& w, std::size_t r0, x86::RowChunks<S::bits> (&rows)[RowTile], Levels (&levels)[RowTile]) noexcept {
+    for (int r = 0; r < RowTile; ++r) {
+        rows[r] = x86::RowChunks<S::bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
+        if constexpr (S::table) {
+            levels[r].load_table(S::codebook::values.data());
+        } else if constexpr (S::learned && qsafe::detail::codebook_scope<typename S::codebook>() != CodebookScope::per_group) {
+            levels[r].load_fp16_table(w.codebook.data());
+        }
+    }
+}
+
 }  // namespace detail
 
 #if defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -124,14 +138,7 @@ void float_tile_512(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedA
 
     x86::RowChunks<bits> rows[RowTile];
     GroupLevels512<S> levels[RowTile];
-    for (int r = 0; r < RowTile; ++r) {
-        rows[r] = x86::RowChunks<bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
-        if constexpr (S::table) {
-            levels[r].load_table(S::codebook::values.data());
-        } else if constexpr (S::learned && !per_group_levels) {
-            levels[r].load_fp16_table(w.codebook.data());
-        }
-    }
+    start_rows(w, r0, rows, levels);
 
     __m512 acc[RowTile][BatchTile];
     for (auto& row : acc)
@@ -188,14 +195,7 @@ void float_tile(const QuantizedMatrix<S>& w, std::size_t r0, const PermutedActiv
 
     x86::RowChunks<bits> rows[RowTile];
     detail::GroupLevels<Arch, S> levels[RowTile];
-    for (int r = 0; r < RowTile; ++r) {
-        rows[r] = x86::RowChunks<bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
-        if constexpr (S::table) {
-            levels[r].load_table(S::codebook::values.data());
-        } else if constexpr (S::learned && !per_group_levels) {
-            levels[r].load_fp16_table(w.codebook.data());
-        }
-    }
+    detail::start_rows(w, r0, rows, levels);
 
     f8 acc[RowTile][BatchTile];
     for (auto& row : acc)
