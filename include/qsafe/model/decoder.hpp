@@ -18,6 +18,7 @@
 #include "qsafe/core/matrix_view.hpp"
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/model/kv_cache.hpp"
+#include "qsafe/model/linear_apply.hpp"
 #include "qsafe/model/ops.hpp"
 #include "qsafe/model/weights.hpp"
 
@@ -165,22 +166,9 @@ class LlamaModel {
         });
     }
 
-    /// Y = X W^T with the layer's kernels: GEMV for one token, GEMM in chunks of up to 64 tokens.
     void linear(const std::string& name, const QuantizedLinear& layer, const RowMatrixF& in, RowMatrixF& out) const {
         if (observer_) observer_(name, in);
-        const auto rows = static_cast<std::size_t>(in.rows());
-        if (rows == 1) {
-            layer.gemv({in.data(), layer.cols()}, {out.data(), layer.rows()});
-            return;
-        }
-        // The quantized kernels take up to 64 activation rows at a time; dense fp32 layers take the whole
-        // batch in one Eigen product (far faster for prompt prefill and calibration).
-        const std::size_t chunk = dynamic_cast<const DenseLinear*>(&layer) ? rows : 64;
-        for (std::size_t r = 0; r < rows; r += chunk) {
-            const std::size_t m = std::min(chunk, rows - r);
-            layer.gemm(ConstMatrixView(in.data() + r * layer.cols(), m, layer.cols()),
-                       MatrixView(out.data() + r * layer.rows(), m, layer.rows()));
-        }
+        apply_linear(layer, in, out);
     }
 
     /// Causal attention of every slot's query over its cache. A run of slots that extend one cache at

@@ -45,6 +45,17 @@ inline std::string trim(std::string_view s) {
 }
 }  // namespace detail
 
+/// Whether a rule pattern names a tensor: the glob is matched against the name without ".weight", and a
+/// pattern without a dot also against its last component ("attn_q" matches "blk.3.attn_q.weight").
+inline bool tensor_name_matches(std::string_view pattern, std::string_view tensor_name) {
+    std::string_view name = tensor_name;
+    if (name.ends_with(".weight")) name.remove_suffix(7);
+    const auto dot = name.rfind('.');
+    const std::string_view last = dot == std::string_view::npos ? name : name.substr(dot + 1);
+    const bool has_dot = pattern.find('.') != std::string_view::npos;
+    return detail::glob_match(pattern, name) || (!has_dot && detail::glob_match(pattern, last));
+}
+
 class SchemeRules {
   public:
     SchemeRules() = default;
@@ -76,15 +87,9 @@ class SchemeRules {
 
     /// The scheme for a tensor ("fp32" when no rule matches).
     std::string scheme_for(std::string_view tensor_name) const {
-        std::string_view name = tensor_name;
-        if (name.ends_with(".weight")) name.remove_suffix(7);
-        const auto dot = name.rfind('.');
-        const std::string_view last = dot == std::string_view::npos ? name : name.substr(dot + 1);
         std::string scheme = "fp32";
-        for (const auto& r : rules_) {
-            const bool has_dot = r.pattern.find('.') != std::string::npos;
-            if (detail::glob_match(r.pattern, name) || (!has_dot && detail::glob_match(r.pattern, last))) scheme = r.scheme;
-        }
+        for (const auto& r : rules_)
+            if (tensor_name_matches(r.pattern, tensor_name)) scheme = r.scheme;
         return scheme;
     }
 

@@ -104,6 +104,8 @@ class DenseLinear final : public QuantizedLinear {
         : w_(std::move(weights)), name_(std::move(scheme_name)) {}
 
     const RowMatrixF& weights() const noexcept { return w_; }
+    /// For training (finite-difference checks, full-parameter updates): the next product uses the new values.
+    RowMatrixF& mutable_weights() noexcept { return w_; }
     const std::string& scheme_name() const noexcept override { return name_; }
     std::size_t rows() const noexcept override { return static_cast<std::size_t>(w_.rows()); }
     std::size_t cols() const noexcept override { return static_cast<std::size_t>(w_.cols()); }

@@ -1,0 +1,563 @@
+#pragma once
+// Reverse-mode gradients through a Llama decoder (model/): the forward pass over a batch of whole sequences
+// and the backward pass to every LoRA matrix — and, on request, to every fp32 parameter of the base
+// (embedding, norms, biases, dense linear weights) for full fine-tuning and for checking.
+//
+// What is kept and what is recomputed: the forward pass keeps only the hidden state entering each block
+// (n_layers + 1 matrices of tokens × d_model); the backward pass re-runs one block's forward from its saved
+// input, keeping that block's internals (projections, attention probabilities per sequence and head, SwiGLU
+// inputs, LoRA intermediates) just long enough to back-propagate through it. The output layer's logits are
+// never stored: the forward pass takes them in chunks of 256 rows to get the target log-probabilities, the
+// backward pass recomputes each chunk. For SmolLM2 at 8 × 256 tokens that is 146 MB of saved inputs plus
+// ~100 MB for the block being differentiated; the backward products through a frozen base use a
+// transposed fp32 copy of every linear layer (dequantized once for a quantized base: 0.65 GB for SmolLM2).
+//
+// Forward numerics are the decoder's: the same ops (train/ops.hpp's fp32 instantiation equals
+// model/ops.hpp), the same linear products (model/linear_apply.hpp), and attention in the decoder's blocks
+// of 64 query rows with the same Eigen expressions, so logits agree with LlamaModel's.
+//
+// Every product is a fixed partition of work (core/parallel.hpp, core/fp32_blas.hpp): gradients are
+// bit-identical for any thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "qsafe/core/error.hpp"
+#include "qsafe/core/fp32_blas.hpp"
+#include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/parallel.hpp"
+#include "qsafe/model/linear_apply.hpp"
+#include "qsafe/model/ops.hpp"
+#include "qsafe/model/weights.hpp"
+#include "qsafe/train/lora.hpp"
+#include "qsafe/train/ops.hpp"
+
+namespace qsafe::train {
+
+/// Sequences of one length (right-padded), all starting at position 0.
+struct TrainBatch {
+    std::size_t sequences = 0;
+    std::size_t length = 0;
+    std::vector<std::int32_t> tokens;  // sequences × length
+
+    std::int32_t token(std::size_t seq, std::size_t pos) const noexcept { return tokens[seq * length + pos]; }
+    std::size_t size() const noexcept { return sequences * length; }
+
+    /// Pads every sequence with `pad` to the longest one.
+    static TrainBatch padded(const std::vector<std::vector<std::int32_t>>& seqs, std::int32_t pad) {
+        TrainBatch b;
+        b.sequences = seqs.size();
+        for (const auto& s : seqs) b.length = std::max(b.length, s.size());
+        b.tokens.assign(b.sequences * b.length, pad);
+        for (std::size_t i = 0; i < seqs.size(); ++i) std::copy(seqs[i].begin(), seqs[i].end(), b.tokens.begin() + static_cast<std::ptrdiff_t>(i * b.length));
+        return b;
+    }
+};
+
+/// Gradients of the base model's own parameters (full_gradients mode); linear layers only where the base
+/// layer is fp32 (DenseLinear). A tied output layer's gradient is added to token_embedding's.
+struct BaseGradients {
+    struct Layer {
+        VectorF attn_norm, ffn_norm, bq, bk, bv;
+        RowMatrixF wq, wk, wv, wo, w_gate, w_up, w_down;  // empty for quantized base layers
+    };
+    RowMatrixF token_embedding;
+    std::vector<Layer> layers;
+    VectorF output_norm;
+    RowMatrixF output;  // empty when tied (see token_embedding)
+};
+
+struct TrainableOptions {
+    ops::RopeLayout rope_layout = ops::RopeLayout::adjacent_pairs;
+    bool full_gradients = false;  // also differentiate the base's fp32 parameters
+};
+
+class TrainableLlama {
+  public:
+    /// `weights` (the base) and `adapter` (may be null) must outlive this object. The base is frozen unless
+    /// full_gradients is set; after changing base weights call refresh_weight_caches().
+    TrainableLlama(LlamaWeights& weights, LoraAdapter* adapter, TrainableOptions options = {})
+        : w_(weights), adapter_(adapter), options_(options),
+          inv_freq_(qsafe::ops::rope_inverse_frequencies(weights.config.rope_dim, weights.config.rope_theta, weights.rope_freq_factors)) {
+        if (adapter_) adapter_->check_fits(w_, "LoRA adapter");
+        const std::size_t n_layers = w_.config.n_layers;
+        slots_.resize(n_layers * 7);
+        for (std::size_t l = 0; l < n_layers; ++l) {
+            const LayerWeights& L = w_.layers[l];
+            const QuantizedLinear* layers[] = {L.wq.get(), L.wk.get(), L.wv.get(), L.wo.get(), L.w_gate.get(), L.w_up.get(), L.w_down.get()};
+            for (std::size_t p = 0; p < 7; ++p) {
+                Slot& s = slots_[l * 7 + p];
+                s.name = "blk." + std::to_string(l) + "." + block_projections[p] + ".weight";
+                s.base = layers[p];
+                s.lora = adapter_ ? adapter_->find(s.name) : nullptr;
+            }
+        }
+        refresh_weight_caches();
+        if (options_.full_gradients) zero_base_gradients();
+    }
+
+    const LlamaConfig& config() const noexcept { return w_.config; }
+    LoraAdapter* adapter() noexcept { return adapter_; }
+
+    /// LoRA dropout for the next forward passes (0 = off); `seed` picks the masks (use a new one per step).
+    void set_dropout(float probability, std::uint64_t seed) noexcept {
+        dropout_ = probability;
+        dropout_seed_ = seed;
+    }
+
+    /// Rebuilds the transposed weight copies the backward pass multiplies with (after base weights change).
+    void refresh_weight_caches() {
+        for (Slot& s : slots_) s.transposed = s.base->dequantize().transpose();
+        output_transposed_ = w_.output->dequantize().transpose();
+    }
+
+    /// Runs the batch forward and keeps what backward() needs. Returns, for every position p ≥ 1 with
+    /// want[p] set (all positions when `want` is empty), log P(token[p] | tokens before p); other entries 0.
+    std::vector<double> forward(const TrainBatch& batch, std::span<const std::uint8_t> want = {}) {
+        check_batch(batch);
+        batch_ = batch;
+        rows_.clear();
+        for (std::size_t s = 0; s < batch.sequences; ++s)
+            for (std::size_t t = 0; t + 1 < batch.length; ++t)
+                if (want.empty() || want[s * batch.length + t + 1]) rows_.push_back(s * batch.length + t);
+        const LlamaConfig& c = w_.config;
+        const auto n = static_cast<Eigen::Index>(batch.size()), d = static_cast<Eigen::Index>(c.d_model);
+        inputs_.assign(c.n_layers + 1, RowMatrixF());
+        inputs_[0].resize(n, d);
+        for (std::size_t i = 0; i < batch.size(); ++i) inputs_[0].row(static_cast<Eigen::Index>(i)) = w_.token_embedding.row(batch.tokens[i]);
+        for (std::size_t l = 0; l < c.n_layers; ++l) {
+            Activations act;
+            inputs_[l + 1].resize(n, d);
+            layer_forward(l, inputs_[l], act, inputs_[l + 1]);
+        }
+        std::vector<double> logp(batch.size(), 0.0);
+        head_pass({}, &logp, nullptr);
+        has_forward_ = true;
+        return logp;
+    }
+
+    /// The logits of every position (rows in batch order): for checks and small models.
+    RowMatrixF logits(const TrainBatch& batch) {
+        forward(batch, std::vector<std::uint8_t>(batch.size(), 0));
+        const LlamaConfig& c = w_.config;
+        RowMatrixF normed(static_cast<Eigen::Index>(batch.size()), static_cast<Eigen::Index>(c.d_model));
+        norm_rows(inputs_.back(), w_.output_norm, normed);
+        RowMatrixF out(normed.rows(), static_cast<Eigen::Index>(c.vocab_size));
+        apply_linear(*w_.output, normed, out);
+        return out;
+    }
+
+    /// Back-propagates d loss / d logp (one coefficient per position, as forward() returned them) and adds
+    /// the gradients to the adapter's grad_a / grad_b (and to base_gradients() in full_gradients mode).
+    void backward(std::span<const double> dlogp) {
+        if (!has_forward_) throw config_error("TrainableLlama::backward: no forward pass to differentiate");
+        if (dlogp.size() != batch_.size())
+            throw shape_error("TrainableLlama::backward: " + std::to_string(dlogp.size()) + " coefficients for " + std::to_string(batch_.size()) + " positions");
+        const LlamaConfig& c = w_.config;
+        RowMatrixF dx = RowMatrixF::Zero(static_cast<Eigen::Index>(batch_.size()), static_cast<Eigen::Index>(c.d_model));
+        head_pass(dlogp, nullptr, &dx);
+        for (std::size_t l = c.n_layers; l-- > 0;) {
+            Activations act;
+            RowMatrixF out(inputs_[l].rows(), inputs_[l].cols());
+            layer_forward(l, inputs_[l], act, out, /*keep=*/true);
+            layer_backward(l, inputs_[l], act, dx);
+        }
+        if (options_.full_gradients)
+            for (std::size_t i = 0; i < batch_.size(); ++i)
+                base_grads_.token_embedding.row(batch_.tokens[i]) += dx.row(static_cast<Eigen::Index>(i));
+        has_forward_ = false;
+    }
+
+    BaseGradients& base_gradients() noexcept { return base_grads_; }
+    void zero_base_gradients() {
+        const LlamaConfig& c = w_.config;
+        auto zeros_like = [](const QuantizedLinear& q) {
+            return dynamic_cast<const DenseLinear*>(&q) ? RowMatrixF::Zero(static_cast<Eigen::Index>(q.rows()), static_cast<Eigen::Index>(q.cols())) : RowMatrixF();
+        };
+        base_grads_.token_embedding = RowMatrixF::Zero(w_.token_embedding.rows(), w_.token_embedding.cols());
+        base_grads_.layers.resize(c.n_layers);
+        for (std::size_t l = 0; l < c.n_layers; ++l) {
+            const LayerWeights& L = w_.layers[l];
+            auto& g = base_grads_.layers[l];
+            g.attn_norm = VectorF::Zero(L.attn_norm.size());
+            g.ffn_norm = VectorF::Zero(L.ffn_norm.size());
+            g.bq = VectorF::Zero(L.bq.size());
+            g.bk = VectorF::Zero(L.bk.size());
+            g.bv = VectorF::Zero(L.bv.size());
+            g.wq = zeros_like(*L.wq), g.wk = zeros_like(*L.wk), g.wv = zeros_like(*L.wv), g.wo = zeros_like(*L.wo);
+            g.w_gate = zeros_like(*L.w_gate), g.w_up = zeros_like(*L.w_up), g.w_down = zeros_like(*L.w_down);
+        }
+        base_grads_.output_norm = VectorF::Zero(w_.output_norm.size());
+        base_grads_.output = output_is_tied() ? RowMatrixF() : zeros_like(*w_.output);
+    }
+
+    /// Whether the output layer is the token embedding (then its gradient goes to the embedding's).
+    bool output_is_tied() const noexcept { return w_.config.tied_embeddings; }
+
+  private:
+    struct Slot {
+        std::string name;
+        const QuantizedLinear* base = nullptr;
+        LoraPair* lora = nullptr;
+        RowMatrixF transposed;  // in × out: backward computes dX = dY·W as dY·(Wᵀ)ᵀ with the NT product
+    };
+    /// One LoRA branch's forward intermediates (kept for backward).
+    struct LoraState {
+        RowMatrixF input;  // the adapter's input after dropout (empty when dropout is off: use the layer input)
+        RowMatrixF u;      // input · Aᵀ (rows × rank)
+    };
+    struct Activations {
+        RowMatrixF h1, q, k, v, attn, x_mid, h2, gate, up, act;
+        std::vector<RowMatrixF> probs;  // per (sequence, head): length × length causal attention weights
+        LoraState lora[7];
+    };
+
+    static constexpr std::size_t head_chunk = 256;
+    static constexpr std::size_t attention_block = 64;  // query rows per product, as the decoder
+
+    void check_batch(const TrainBatch& b) const {
+        if (b.sequences == 0 || b.length == 0) throw shape_error("training batch is empty");
+        if (b.tokens.size() != b.size()) throw shape_error("training batch holds " + std::to_string(b.tokens.size()) + " tokens for " + std::to_string(b.sequences) + " x " + std::to_string(b.length));
+        if (b.length > w_.config.context_length)
+            throw config_error("training sequence of " + std::to_string(b.length) + " tokens exceeds the context length " + std::to_string(w_.config.context_length));
+        for (std::size_t i = 0; i < b.tokens.size(); ++i)
+            if (b.tokens[i] < 0 || static_cast<std::size_t>(b.tokens[i]) >= w_.config.vocab_size)
+                throw config_error("training batch: token id " + std::to_string(b.tokens[i]) + " at sequence " + std::to_string(i / b.length) + ", position " +
+                                   std::to_string(i % b.length) + " is outside the vocabulary of " + std::to_string(w_.config.vocab_size));
+    }
+
+    void norm_rows(const RowMatrixF& in, const VectorF& weight, RowMatrixF& out) const {
+        const auto d = static_cast<std::size_t>(in.cols());
+        parallel_for(static_cast<std::size_t>(in.rows()), [&](std::size_t t) {
+            qsafe::ops::rms_norm({in.row(static_cast<Eigen::Index>(t)).data(), d}, {weight.data(), d}, w_.config.norm_eps,
+                                 {out.row(static_cast<Eigen::Index>(t)).data(), d});
+        });
+    }
+
+    // ---- linear layers with their adapters ----
+
+    /// A deterministic keep/drop decision per (seed, slot, element) for LoRA dropout.
+    bool keep(std::size_t slot, std::size_t element) const noexcept {
+        std::uint64_t z = dropout_seed_ * 0x9E3779B97F4A7C15ull ^ (static_cast<std::uint64_t>(slot) << 40) ^ element;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        return static_cast<double>(z >> 11) * 0x1.0p-53 >= static_cast<double>(dropout_);
+    }
+
+    void linear_forward(std::size_t slot_index, const RowMatrixF& in, RowMatrixF& out, LoraState* keep_state) const {
+        const Slot& s = slots_[slot_index];
+        apply_linear(*s.base, in, out);
+        if (!s.lora) return;
+        LoraState local;
+        LoraState& st = keep_state ? *keep_state : local;
+        const RowMatrixF* x = &in;
+        if (dropout_ > 0.0f) {
+            st.input = in;
+            const float inv_keep = 1.0f / (1.0f - dropout_);
+            for (Eigen::Index i = 0; i < st.input.size(); ++i)
+                st.input.data()[i] = keep(slot_index, static_cast<std::size_t>(i)) ? st.input.data()[i] * inv_keep : 0.0f;
+            x = &st.input;
+        }
+        const LoraPair& p = *s.lora;
+        product_nt(*x, p.a, st.u);
+        RowMatrixF delta;
+        product_nt(st.u, p.b, delta);
+        out.noalias() += adapter_->scale() * delta;
+    }
+
+    /// Given dY for the layer's output, writes dX (or adds it, when accumulate) and adds the parameter grads.
+    void linear_backward(std::size_t slot_index, const RowMatrixF& in, const LoraState& st, const RowMatrixF& dy, RowMatrixF& dx, bool accumulate,
+                         RowMatrixF* base_grad) {
+        const Slot& s = slots_[slot_index];
+        RowMatrixF dxl;
+        product_nt(dy, s.transposed, dxl);
+        if (base_grad && base_grad->size() > 0) add_weight_grad(dy, in, *base_grad);
+        if (s.lora) {
+            LoraPair& p = *s.lora;
+            const float scale = adapter_->scale();
+            const RowMatrixF& x = dropout_ > 0.0f ? st.input : in;
+            // dB += s · dYᵀ U ; dU = s · dY B ; dA += dUᵀ X ; dX += dU A (through the dropout mask)
+            RowMatrixF gb, du, ga, dxa;
+            const RowMatrixF dyt = dy.transpose();
+            product_nt(dyt, st.u.transpose(), gb);
+            p.grad_b.noalias() += scale * gb;
+            product_nt(dy, p.b.transpose(), du);
+            du *= scale;
+            product_nt(du.transpose(), x.transpose(), ga);
+            p.grad_a += ga;
+            product_nt(du, p.a.transpose(), dxa);
+            if (dropout_ > 0.0f) {
+                const float inv_keep = 1.0f / (1.0f - dropout_);
+                for (Eigen::Index i = 0; i < dxa.size(); ++i)
+                    dxa.data()[i] = keep(slot_index, static_cast<std::size_t>(i)) ? dxa.data()[i] * inv_keep : 0.0f;
+            }
+            dxl += dxa;
+        }
+        if (accumulate)
+            dx += dxl;
+        else
+            dx = std::move(dxl);
+    }
+
+    /// grad += dYᵀ X (out × in).
+    static void add_weight_grad(const RowMatrixF& dy, const RowMatrixF& x, RowMatrixF& grad) {
+        RowMatrixF g;
+        product_nt(dy.transpose(), x.transpose(), g);
+        grad += g;
+    }
+
+    // ---- one block ----
+
+    void layer_forward(std::size_t l, const RowMatrixF& x, Activations& a, RowMatrixF& x_out, bool keep_all = false) {
+        const LlamaConfig& c = w_.config;
+        const LayerWeights& L = w_.layers[l];
+        const auto n = x.rows();
+        const std::size_t hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
+        a.h1.resize(n, x.cols());
+        norm_rows(x, L.attn_norm, a.h1);
+        a.q.resize(n, static_cast<Eigen::Index>(q_dim));
+        a.k.resize(n, static_cast<Eigen::Index>(kv_dim));
+        a.v.resize(n, static_cast<Eigen::Index>(kv_dim));
+        linear_forward(l * 7 + 0, a.h1, a.q, keep_all ? &a.lora[0] : nullptr);
+        linear_forward(l * 7 + 1, a.h1, a.k, keep_all ? &a.lora[1] : nullptr);
+        linear_forward(l * 7 + 2, a.h1, a.v, keep_all ? &a.lora[2] : nullptr);
+        if (c.qkv_bias) {
+            a.q.rowwise() += L.bq.transpose();
+            a.k.rowwise() += L.bk.transpose();
+            a.v.rowwise() += L.bv.transpose();
+        }
+        const std::size_t T = batch_.length;
+        for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+            ops::rope(a.q.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, i % T, inv_freq_, options_.rope_layout);
+            ops::rope(a.k.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, i % T, inv_freq_, options_.rope_layout);
+        }
+        a.attn.resize(n, static_cast<Eigen::Index>(q_dim));
+        attention_forward(a, keep_all);
+        RowMatrixF proj(n, x.cols());
+        linear_forward(l * 7 + 3, a.attn, proj, keep_all ? &a.lora[3] : nullptr);
+        a.x_mid = x + proj;
+        a.h2.resize(n, x.cols());
+        norm_rows(a.x_mid, L.ffn_norm, a.h2);
+        a.gate.resize(n, static_cast<Eigen::Index>(c.d_ff));
+        a.up.resize(n, static_cast<Eigen::Index>(c.d_ff));
+        linear_forward(l * 7 + 4, a.h2, a.gate, keep_all ? &a.lora[4] : nullptr);
+        linear_forward(l * 7 + 5, a.h2, a.up, keep_all ? &a.lora[5] : nullptr);
+        a.act.resize(n, static_cast<Eigen::Index>(c.d_ff));
+        parallel_for(static_cast<std::size_t>(n), [&](std::size_t t) {
+            const auto r = static_cast<Eigen::Index>(t);
+            ops::swiglu<float>({a.gate.row(r).data(), c.d_ff}, {a.up.row(r).data(), c.d_ff}, {a.act.row(r).data(), c.d_ff});
+        });
+        linear_forward(l * 7 + 6, a.act, proj, keep_all ? &a.lora[6] : nullptr);
+        x_out = a.x_mid + proj;
+    }
+
+    /// Causal attention per sequence, head and block of 64 query rows, with the decoder's expressions.
+    void attention_forward(Activations& a, bool keep_probs) {
+        const LlamaConfig& c = w_.config;
+        const std::size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, T = batch_.length, H = c.n_heads;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        if (keep_probs) {
+            a.probs.resize(batch_.sequences * H);
+            for (auto& p : a.probs) p = RowMatrixF::Zero(static_cast<Eigen::Index>(T), static_cast<Eigen::Index>(T));
+        }
+        const std::size_t blocks = (T + attention_block - 1) / attention_block;
+        using Stride = Eigen::OuterStride<>;
+        using HeadRows = Eigen::Map<const RowMatrixF, 0, Stride>;
+        using OutRows = Eigen::Map<RowMatrixF, 0, Stride>;
+        const auto kv_dim = static_cast<Eigen::Index>(c.n_kv_heads * hd), q_dim = static_cast<Eigen::Index>(H * hd);
+        parallel_for(batch_.sequences * H * blocks, [&](std::size_t j) {
+            const std::size_t seq = j / (H * blocks), head = j / blocks % H, block = j % blocks;
+            const std::size_t first = block * attention_block, count = std::min(attention_block, T - first);
+            const std::size_t kv_head = head / group, n = first + count, row0 = seq * T;
+            const HeadRows keys(a.k.row(static_cast<Eigen::Index>(row0)).data() + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
+            const HeadRows values(a.v.row(static_cast<Eigen::Index>(row0)).data() + kv_head * hd, static_cast<Eigen::Index>(n), static_cast<Eigen::Index>(hd), Stride(kv_dim));
+            const auto rows = static_cast<Eigen::Index>(count);
+            const HeadRows queries(a.q.row(static_cast<Eigen::Index>(row0 + first)).data() + head * hd, rows, static_cast<Eigen::Index>(hd), Stride(q_dim));
+            OutRows o(a.attn.row(static_cast<Eigen::Index>(row0 + first)).data() + head * hd, rows, static_cast<Eigen::Index>(hd), Stride(q_dim));
+            thread_local RowMatrixF scores;
+            scores.resize(rows, static_cast<Eigen::Index>(n));
+            if (count == 1)
+                scores.row(0).transpose().noalias() = keys * queries.row(0).transpose();
+            else
+                scores.noalias() = queries * keys.transpose();
+            for (Eigen::Index r = 0; r < rows; ++r) {
+                const std::size_t seen = first + static_cast<std::size_t>(r) + 1;
+                std::span<float> row(scores.row(r).data(), seen);
+                for (float& v : row) v *= scale;
+                qsafe::ops::softmax(row);
+                std::fill(scores.row(r).data() + seen, scores.row(r).data() + n, 0.0f);
+            }
+            if (count == 1)
+                o.row(0).transpose().noalias() = values.transpose() * scores.row(0).transpose();
+            else
+                o.noalias() = scores * values;
+            if (keep_probs) a.probs[seq * H + head].block(static_cast<Eigen::Index>(first), 0, rows, static_cast<Eigen::Index>(n)) = scores;
+        });
+    }
+
+    /// From d(attn) to d(q), d(k), d(v) (q and k after RoPE). Jobs are (sequence, KV head): the heads
+    /// sharing a KV head add to its dK, dV in head order.
+    void attention_backward(const Activations& a, const RowMatrixF& dattn, RowMatrixF& dq, RowMatrixF& dk, RowMatrixF& dv) const {
+        const LlamaConfig& c = w_.config;
+        const std::size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, T = batch_.length, H = c.n_heads;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        using Stride = Eigen::OuterStride<>;
+        using HeadRows = Eigen::Map<const RowMatrixF, 0, Stride>;
+        using OutRows = Eigen::Map<RowMatrixF, 0, Stride>;
+        const auto kv_dim = static_cast<Eigen::Index>(c.n_kv_heads * hd), q_dim = static_cast<Eigen::Index>(H * hd);
+        const auto Ti = static_cast<Eigen::Index>(T), hdi = static_cast<Eigen::Index>(hd);
+        parallel_for(batch_.sequences * c.n_kv_heads, [&](std::size_t j) {
+            const std::size_t seq = j / c.n_kv_heads, kv_head = j % c.n_kv_heads;
+            const auto row0 = static_cast<Eigen::Index>(seq * T);
+            const HeadRows K(a.k.row(row0).data() + kv_head * hd, Ti, hdi, Stride(kv_dim));
+            const HeadRows V(a.v.row(row0).data() + kv_head * hd, Ti, hdi, Stride(kv_dim));
+            OutRows dK(dk.row(row0).data() + kv_head * hd, Ti, hdi, Stride(kv_dim));
+            OutRows dV(dv.row(row0).data() + kv_head * hd, Ti, hdi, Stride(kv_dim));
+            dK.setZero();
+            dV.setZero();
+            RowMatrixF ds(Ti, Ti);
+            for (std::size_t head = kv_head * group; head < (kv_head + 1) * group; ++head) {
+                const RowMatrixF& P = a.probs[seq * H + head];
+                const HeadRows dO(dattn.row(row0).data() + head * hd, Ti, hdi, Stride(q_dim));
+                const HeadRows Q(a.q.row(row0).data() + head * hd, Ti, hdi, Stride(q_dim));
+                OutRows dQ(dq.row(row0).data() + head * hd, Ti, hdi, Stride(q_dim));
+                dV.noalias() += P.transpose() * dO;
+                ds.noalias() = dO * V.transpose();
+                for (Eigen::Index r = 0; r < Ti; ++r) {
+                    const auto seen = static_cast<std::size_t>(r) + 1;
+                    ops::softmax_backward<float>({P.row(r).data(), seen}, {ds.row(r).data(), seen}, {ds.row(r).data(), seen});
+                    for (std::size_t i = 0; i < seen; ++i) ds(r, static_cast<Eigen::Index>(i)) *= scale;
+                    std::fill(ds.row(r).data() + seen, ds.row(r).data() + T, 0.0f);
+                }
+                dQ.noalias() = ds * K;
+                dK.noalias() += ds.transpose() * Q;
+            }
+        });
+    }
+
+    /// dx holds d(loss)/d(block output) on entry and d(loss)/d(block input) on return.
+    void layer_backward(std::size_t l, const RowMatrixF& x, const Activations& a, RowMatrixF& dx) {
+        const LlamaConfig& c = w_.config;
+        const LayerWeights& L = w_.layers[l];
+        BaseGradients::Layer* g = options_.full_gradients ? &base_grads_.layers[l] : nullptr;
+        const auto n = x.rows();
+        const std::size_t d = c.d_model, hd = c.head_dim;
+        // MLP: x_out = x_mid + down(swiglu(gate(h2), up(h2))), h2 = norm(x_mid)
+        RowMatrixF dact;
+        linear_backward(l * 7 + 6, a.act, a.lora[6], dx, dact, false, g ? &g->w_down : nullptr);
+        RowMatrixF dgate(n, static_cast<Eigen::Index>(c.d_ff)), dup(n, static_cast<Eigen::Index>(c.d_ff));
+        parallel_for(static_cast<std::size_t>(n), [&](std::size_t t) {
+            const auto r = static_cast<Eigen::Index>(t);
+            ops::swiglu_backward<float>({a.gate.row(r).data(), c.d_ff}, {a.up.row(r).data(), c.d_ff}, {dact.row(r).data(), c.d_ff},
+                                        {dgate.row(r).data(), c.d_ff}, {dup.row(r).data(), c.d_ff});
+        });
+        RowMatrixF dh2;
+        linear_backward(l * 7 + 4, a.h2, a.lora[4], dgate, dh2, false, g ? &g->w_gate : nullptr);
+        linear_backward(l * 7 + 5, a.h2, a.lora[5], dup, dh2, true, g ? &g->w_up : nullptr);
+        norm_backward(a.x_mid, L.ffn_norm, dh2, dx, g ? &g->ffn_norm : nullptr);  // dx now d/d x_mid
+        // Attention: x_mid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x)
+        RowMatrixF dattn;
+        linear_backward(l * 7 + 3, a.attn, a.lora[3], dx, dattn, false, g ? &g->wo : nullptr);
+        RowMatrixF dq(n, a.q.cols()), dk(n, a.k.cols()), dv(n, a.v.cols());
+        attention_backward(a, dattn, dq, dk, dv);
+        const std::size_t T = batch_.length;
+        parallel_for(static_cast<std::size_t>(n), [&](std::size_t i) {
+            ops::rope(dq.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, i % T, inv_freq_, options_.rope_layout, -1);
+            ops::rope(dk.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, i % T, inv_freq_, options_.rope_layout, -1);
+        });
+        if (g && c.qkv_bias) {
+            g->bq += dq.colwise().sum().transpose();
+            g->bk += dk.colwise().sum().transpose();
+            g->bv += dv.colwise().sum().transpose();
+        }
+        RowMatrixF dh1;
+        linear_backward(l * 7 + 0, a.h1, a.lora[0], dq, dh1, false, g ? &g->wq : nullptr);
+        linear_backward(l * 7 + 1, a.h1, a.lora[1], dk, dh1, true, g ? &g->wk : nullptr);
+        linear_backward(l * 7 + 2, a.h1, a.lora[2], dv, dh1, true, g ? &g->wv : nullptr);
+        norm_backward(x, L.attn_norm, dh1, dx, g ? &g->attn_norm : nullptr);
+        (void)d;
+    }
+
+    /// dx += d/dx of norm(x)·w given d(norm output); the weight gradient (rows summed in order) into dw.
+    void norm_backward(const RowMatrixF& x, const VectorF& w, const RowMatrixF& dy, RowMatrixF& dx, VectorF* dw) const {
+        const auto d = static_cast<std::size_t>(x.cols());
+        const auto n = static_cast<std::size_t>(x.rows());
+        RowMatrixF dxn(x.rows(), x.cols());
+        RowMatrixF dwr = dw ? RowMatrixF::Zero(x.rows(), x.cols()) : RowMatrixF();
+        parallel_for(n, [&](std::size_t t) {
+            const auto r = static_cast<Eigen::Index>(t);
+            ops::rms_norm_backward<float>({x.row(r).data(), d}, {w.data(), d}, w_.config.norm_eps, {dy.row(r).data(), d}, {dxn.row(r).data(), d},
+                                          dw ? std::span<float>(dwr.row(r).data(), d) : std::span<float>());
+        });
+        dx += dxn;
+        if (dw) *dw += dwr.colwise().sum().transpose();
+    }
+
+    // ---- output layer ----
+
+    /// Forward (dlogp empty): the target log-probabilities of the wanted rows into *logp. Backward: recomputes
+    /// the logits chunk by chunk and adds d loss / d(last hidden state) to *dx.
+    void head_pass(std::span<const double> dlogp, std::vector<double>* logp, RowMatrixF* dx) {
+        const LlamaConfig& c = w_.config;
+        const RowMatrixF& xl = inputs_.back();
+        const auto d = static_cast<Eigen::Index>(c.d_model), vocab = static_cast<Eigen::Index>(c.vocab_size);
+        const bool backward = dx != nullptr;
+        RowMatrixF dnormed_all;
+        if (backward) dnormed_all = RowMatrixF::Zero(xl.rows(), d);
+        RowMatrixF* out_grad = nullptr;
+        if (backward && options_.full_gradients) out_grad = output_is_tied() ? &base_grads_.token_embedding : &base_grads_.output;
+        for (std::size_t c0 = 0; c0 < rows_.size(); c0 += head_chunk) {
+            const std::size_t m = std::min(head_chunk, rows_.size() - c0);
+            RowMatrixF h(static_cast<Eigen::Index>(m), d), normed(static_cast<Eigen::Index>(m), d);
+            for (std::size_t i = 0; i < m; ++i) h.row(static_cast<Eigen::Index>(i)) = xl.row(static_cast<Eigen::Index>(rows_[c0 + i]));
+            norm_rows(h, w_.output_norm, normed);
+            RowMatrixF logits(static_cast<Eigen::Index>(m), vocab);
+            apply_linear(*w_.output, normed, logits);
+            parallel_for(m, [&](std::size_t i) {
+                const std::size_t row = rows_[c0 + i];
+                const auto target = static_cast<std::size_t>(batch_.tokens[row + 1]);
+                std::span<float> lg(logits.row(static_cast<Eigen::Index>(i)).data(), c.vocab_size);
+                if (!backward) {
+                    (*logp)[row + 1] = ops::target_log_prob<float>(lg, target, {});
+                } else {
+                    ops::target_log_prob<float>(lg, target, lg);
+                    ops::target_log_prob_backward<float>(lg, target, static_cast<float>(dlogp[row + 1]));
+                }
+            });
+            if (!backward) continue;
+            RowMatrixF dnormed(static_cast<Eigen::Index>(m), d);
+            product_nt(logits, output_transposed_, dnormed);
+            if (out_grad && out_grad->size() > 0) add_weight_grad(logits, normed, *out_grad);
+            for (std::size_t i = 0; i < m; ++i) dnormed_all.row(static_cast<Eigen::Index>(rows_[c0 + i])) = dnormed.row(static_cast<Eigen::Index>(i));
+        }
+        if (backward) norm_backward(xl, w_.output_norm, dnormed_all, *dx, options_.full_gradients ? &base_grads_.output_norm : nullptr);
+    }
+
+    /// y = x · wᵀ with core/fp32_blas.hpp's deterministic tiled product.
+    static void product_nt(const RowMatrixF& x, const RowMatrixF& w, RowMatrixF& y) {
+        y.resize(x.rows(), w.rows());
+        fp32_blas::gemm_nt(x, w.data(), static_cast<std::size_t>(w.rows()), static_cast<std::size_t>(w.cols()), y);
+    }
+
+    LlamaWeights& w_;
+    LoraAdapter* adapter_;
+    TrainableOptions options_;
+    std::vector<double> inv_freq_;
+    std::vector<Slot> slots_;
+    RowMatrixF output_transposed_;
+    float dropout_ = 0.0f;
+    std::uint64_t dropout_seed_ = 0;
+    TrainBatch batch_;
+    std::vector<std::size_t> rows_;     // positions whose next token's log-probability is wanted
+    std::vector<RowMatrixF> inputs_;    // hidden state entering each block, and leaving the last
+    bool has_forward_ = false;
+    BaseGradients base_grads_;
+};
+
+}  // namespace qsafe::train
