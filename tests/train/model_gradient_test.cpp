@@ -246,11 +246,11 @@ TEST_CASE("NEOX RoPE on Hugging Face-order q/k weights gives the adjacent-pair m
 }
 
 TEST_CASE("LoRA over a quantized base: products on the packed weights, gradients close to the dequantized fp32 base's") {
-    LlamaModel quantized(tiny_weights(41, false, "*=int8-g16-sym,output=fp32"));
-    LlamaWeights dense_base = tiny_weights(41, false, "*=int8-g16-sym,output=fp32");
+    LlamaModel quantized(tiny_weights(41, false, "*=int2-g16-asym,output=fp32"));
+    LlamaWeights dense_base = tiny_weights(41, false, "*=int2-g16-asym,output=fp32");
     for (auto& L : dense_base.layers)
         for (auto* q : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) *q = std::make_unique<DenseLinear>((*q)->dequantize());
-    CHECK(quantized.weights().layers[0].wq->scheme_name() == "int8-g16-sym");
+    CHECK(quantized.weights().layers[0].wq->scheme_name() == "int2-g16-asym");
     LoraConfig cfg;
     cfg.rank = 2;
     cfg.targets = "attn_*,ffn_down";
@@ -264,7 +264,7 @@ TEST_CASE("LoRA over a quantized base: products on the packed weights, gradients
     const auto l1 = m1.forward(b), l2 = m2.forward(b);
     double diff = 0;
     for (std::size_t i = 0; i < l1.size(); ++i) diff = std::max(diff, std::abs(l1[i] - l2[i]));
-    MESSAGE("int8-g16 base vs its dequantized fp32 copy: max |Δ log p| " << diff);
+    MESSAGE("int2-g16 base vs its dequantized fp32 copy: max |Δ log p| " << diff);
     CHECK(diff < 1e-3);
     m1.backward(c);
     m2.backward(c);

@@ -11,6 +11,7 @@
 #include "qsafe/model/ops.hpp"
 #include "qsafe/train/ops.hpp"
 
+using namespace qsafe;
 using namespace qsafe::train;
 
 namespace {
@@ -61,16 +62,16 @@ TEST_CASE("rms_norm backward matches finite differences for x and the weight") {
     const float eps = 1e-5f;
     auto f_x = [&](const std::vector<double>& xv) {
         std::vector<double> y(n);
-        ops::rms_norm<double>(xv, w, eps, y);
+        train::ops::rms_norm<double>(xv, w, eps, y);
         return dot(g, y);
     };
     auto f_w = [&](const std::vector<double>& wv) {
         std::vector<double> y(n);
-        ops::rms_norm<double>(x, wv, eps, y);
+        train::ops::rms_norm<double>(x, wv, eps, y);
         return dot(g, y);
     };
     std::vector<double> dx(n), dw(n, 0.0);
-    ops::rms_norm_backward<double>(x, w, eps, g, dx, dw);
+    train::ops::rms_norm_backward<double>(x, w, eps, g, dx, dw);
     check_close(dx, numeric_gradient(x, f_x));
     check_close(dw, numeric_gradient(w, f_w));
 }
@@ -78,18 +79,18 @@ TEST_CASE("rms_norm backward matches finite differences for x and the weight") {
 TEST_CASE("rope backward (inverse rotation) matches finite differences in both layouts, partial rotation included") {
     std::mt19937_64 rng(2);
     const std::size_t heads = 3, hd = 8;
-    for (const auto layout : {ops::RopeLayout::adjacent_pairs, ops::RopeLayout::neox}) {
+    for (const auto layout : {train::ops::RopeLayout::adjacent_pairs, train::ops::RopeLayout::neox}) {
         for (const std::size_t rope_dim : {std::size_t{8}, std::size_t{4}}) {
             const std::vector<double> inv = qsafe::ops::rope_inverse_frequencies(rope_dim, 10000.0f, {});
             const auto x = random_vector(heads * hd, rng), g = random_vector(heads * hd, rng);
             const std::size_t pos = 7;
             auto f = [&](const std::vector<double>& xv) {
                 std::vector<double> y = xv;
-                ops::rope(y.data(), heads, hd, pos, inv, layout);
+                train::ops::rope(y.data(), heads, hd, pos, inv, layout);
                 return dot(g, y);
             };
             std::vector<double> dx = g;
-            ops::rope(dx.data(), heads, hd, pos, inv, layout, -1);
+            train::ops::rope(dx.data(), heads, hd, pos, inv, layout, -1);
             check_close(dx, numeric_gradient(x, f));
         }
     }
@@ -105,8 +106,8 @@ TEST_CASE("rope layouts: NEOX on a head equals adjacent pairs on the head's entr
         adjacent[2 * i] = x[i];
         adjacent[2 * i + 1] = x[i + half];
     }
-    ops::rope(neox.data(), 1, hd, 5, inv, ops::RopeLayout::neox);
-    ops::rope(adjacent.data(), 1, hd, 5, inv, ops::RopeLayout::adjacent_pairs);
+    train::ops::rope(neox.data(), 1, hd, 5, inv, train::ops::RopeLayout::neox);
+    train::ops::rope(adjacent.data(), 1, hd, 5, inv, train::ops::RopeLayout::adjacent_pairs);
     for (std::size_t i = 0; i < half; ++i) {
         CHECK(neox[i] == doctest::Approx(adjacent[2 * i]).epsilon(1e-12));
         CHECK(neox[i + half] == doctest::Approx(adjacent[2 * i + 1]).epsilon(1e-12));
@@ -119,16 +120,16 @@ TEST_CASE("swiglu backward matches finite differences for gate and up") {
     const auto gate = random_vector(n, rng, 2.0), up = random_vector(n, rng), g = random_vector(n, rng);
     auto f_gate = [&](const std::vector<double>& gv) {
         std::vector<double> y(n);
-        ops::swiglu<double>(gv, up, y);
+        train::ops::swiglu<double>(gv, up, y);
         return dot(g, y);
     };
     auto f_up = [&](const std::vector<double>& uv) {
         std::vector<double> y(n);
-        ops::swiglu<double>(gate, uv, y);
+        train::ops::swiglu<double>(gate, uv, y);
         return dot(g, y);
     };
     std::vector<double> dg(n), du(n);
-    ops::swiglu_backward<double>(gate, up, g, dg, du);
+    train::ops::swiglu_backward<double>(gate, up, g, dg, du);
     check_close(dg, numeric_gradient(gate, f_gate));
     check_close(du, numeric_gradient(up, f_up));
 }
@@ -139,13 +140,13 @@ TEST_CASE("softmax backward matches finite differences") {
     const auto s = random_vector(n, rng, 3.0), g = random_vector(n, rng);
     auto f = [&](const std::vector<double>& sv) {
         std::vector<double> p = sv;
-        ops::softmax<double>(p);
+        train::ops::softmax<double>(p);
         return dot(g, p);
     };
     std::vector<double> p = s;
-    ops::softmax<double>(p);
+    train::ops::softmax<double>(p);
     std::vector<double> ds(n);
-    ops::softmax_backward<double>(p, g, ds);
+    train::ops::softmax_backward<double>(p, g, ds);
     check_close(ds, numeric_gradient(s, f));
 }
 
@@ -154,10 +155,10 @@ TEST_CASE("target log-probability backward matches finite differences") {
     const std::size_t n = 31, target = 11;
     const auto logits = random_vector(n, rng, 2.0);
     const double coef = -0.37;
-    auto f = [&](const std::vector<double>& l) { return coef * ops::target_log_prob<double>(l, target, {}); };
+    auto f = [&](const std::vector<double>& l) { return coef * train::ops::target_log_prob<double>(l, target, {}); };
     std::vector<double> probs(n);
-    ops::target_log_prob<double>(logits, target, probs);
-    ops::target_log_prob_backward<double>(probs, target, coef);
+    train::ops::target_log_prob<double>(logits, target, probs);
+    train::ops::target_log_prob_backward<double>(probs, target, coef);
     check_close(probs, numeric_gradient(logits, f));
 }
 
@@ -168,19 +169,19 @@ TEST_CASE("fp32 forward ops compute exactly what the decoder's ops compute") {
     for (auto* v : {&x, &w})
         for (float& e : *v) e = g(rng);
     qsafe::ops::rms_norm(x, w, 1e-5f, y1);
-    ops::rms_norm<float>(x, w, 1e-5f, y2);
+    train::ops::rms_norm<float>(x, w, 1e-5f, y2);
     CHECK(y1 == y2);
     std::vector<float> gate = x, act(64);
-    ops::swiglu<float>(x, w, act);
+    train::ops::swiglu<float>(x, w, act);
     qsafe::ops::swiglu(gate, w);
     CHECK(gate == act);
     std::vector<float> s1 = x, s2 = x;
     qsafe::ops::softmax(s1);
-    ops::softmax<float>(s2);
+    train::ops::softmax<float>(s2);
     CHECK(s1 == s2);
     const std::vector<double> inv = qsafe::ops::rope_inverse_frequencies(16, 10000.0f, {});
     std::vector<float> r1 = x, r2 = x;
     qsafe::ops::rope(r1.data(), 2, 32, 9, inv);
-    ops::rope(r2.data(), 2, 32, 9, inv, ops::RopeLayout::adjacent_pairs);
+    train::ops::rope(r2.data(), 2, 32, 9, inv, train::ops::RopeLayout::adjacent_pairs);
     CHECK(r1 == r2);
 }
