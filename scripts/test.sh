@@ -67,8 +67,9 @@ if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DQSAFE_SANITIZE=ON -DQSAFE_NATIVE=OFF \
         -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
   cmake --build build/asan -j "$jobs"
-  # The four longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator and sequential
-  # GPTQ on SmolLM2) run in the Release stage only: under the sanitizers they take minutes, and the code they run
+  # The longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator, sequential GPTQ and
+  # the PyTorch training references on SmolLM2)
+  # run in the Release stage only: under the sanitizers they take minutes, and the code they run
   # (GGUF reading, Q4_1 blocks, decoder, evaluator) is exercised here by the tiny-model tests and by the
   # SmolLM2 judge and tokenizer tests.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -63,6 +63,11 @@ void check_fp32_unit(const fp32_blas::Fp32Kernels& fp32, std::mt19937& rng) {
     RowMatrixF y(tokens, n);
     fp32.gemm_nt_tile(x.data(), k, w.data(), k, y.data(), n, tokens, n, k);
     CHECK((y.cast<double>() - ref).norm() <= 1e-5 * ref.norm());
+    REQUIRE(fp32.gemm_nn_tile != nullptr);
+    const RowMatrixF wt = w.transpose();  // k × n
+    RowMatrixF y_nn(tokens, n);
+    fp32.gemm_nn_tile(x.data(), k, wt.data(), n, y_nn.data(), n, tokens, n, k);
+    CHECK((y_nn.cast<double>() - ref).norm() <= 1e-5 * ref.norm());
     std::vector<float> v(n);
     fp32.gemv_rows(w.data(), k, n, k, x.data(), v.data());
     for (std::size_t i = 0; i < n; ++i) CHECK(v[i] == doctest::Approx(ref(0, static_cast<Eigen::Index>(i))).epsilon(1e-5));

@@ -185,3 +185,11 @@ TEST_CASE("fp32 forward ops compute exactly what the decoder's ops compute") {
     train::ops::rope(r2.data(), 2, 32, 9, inv, train::ops::RopeLayout::adjacent_pairs);
     CHECK(r1 == r2);
 }
+
+TEST_CASE("target log-probability: the softmax may be written over the logits themselves") {
+    std::vector<float> logits = {0.5f, -1.0f, 2.0f, 0.25f}, separate(4);
+    const double want = train::ops::target_log_prob<float>(logits, 2, separate);
+    const double got = train::ops::target_log_prob<float>(logits, 2, logits);
+    CHECK(got == want);
+    CHECK(logits == separate);
+}

@@ -54,7 +54,8 @@ extern "C" const qsafe::IsaKernelSet* QSAFE_ISA_ENTRY() {
         schemes.size(),
         &qsafe::kernels::erased_vq_gemm<Arch>,
         {&qsafe::fp32_blas::detail::eigen_gemm_nt_tile, &qsafe::fp32_blas::detail::eigen_gram_block_column,
-         &qsafe::fp32_blas::detail::eigen_gemv_rows, qsafe::fp32_blas::detail::eigen_output_tile},
+         &qsafe::fp32_blas::detail::eigen_gemv_rows, qsafe::fp32_blas::detail::eigen_output_tile,
+         &qsafe::fp32_blas::detail::eigen_gemm_nn_tile},
     };
     return &set;
 }

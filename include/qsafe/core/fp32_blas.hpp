@@ -53,6 +53,20 @@ inline void eigen_gemm_nt_tile(const float* x, std::size_t ldx, const float* w, 
     ym.noalias() = xm * wm.transpose();
 }
 
+/// y (tokens × n, ldy) = x (tokens × k, ldx) · w (w: k × n, ldw; row-major, not transposed), on the calling
+/// thread: the input gradient of a linear layer (dX = dY · W) without a transposed copy of W.
+inline void eigen_gemm_nn_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                               std::size_t tokens, std::size_t n, std::size_t k) {
+    using Stride = Eigen::OuterStride<>;
+    const Eigen::Map<const RowMatrixF, 0, Stride> xm(x, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(k),
+                                                     Stride(static_cast<Eigen::Index>(ldx)));
+    const Eigen::Map<const RowMatrixF, 0, Stride> wm(w, static_cast<Eigen::Index>(k), static_cast<Eigen::Index>(n),
+                                                     Stride(static_cast<Eigen::Index>(ldw)));
+    Eigen::Map<RowMatrixF, 0, Stride> ym(y, static_cast<Eigen::Index>(tokens), static_cast<Eigen::Index>(n),
+                                         Stride(static_cast<Eigen::Index>(ldy)));
+    ym.noalias() = xm * wm;
+}
+
 /// h(c0.., c0..c0+width) += x(:, c0..)ᵀ x(:, c0..c0+width) for column-major h (n × n) and row-major x
 /// (tokens × n, row stride ldx): one block column of the lower triangle, its diagonal block in full.
 inline void eigen_gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
@@ -82,6 +96,11 @@ inline void cblas_gemm_nt_tile(const float* x, std::size_t ldx, const float* w, 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
                 x, static_cast<int>(ldx), w, static_cast<int>(ldw), 0.0f, y, static_cast<int>(ldy));
 }
+inline void cblas_gemm_nn_tile(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                               std::size_t tokens, std::size_t n, std::size_t k) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(tokens), static_cast<int>(n), static_cast<int>(k), 1.0f,
+                x, static_cast<int>(ldx), w, static_cast<int>(ldw), 0.0f, y, static_cast<int>(ldy));
+}
 inline void cblas_gram_block_column(const float* x, std::size_t ldx, std::size_t tokens, float* h, std::size_t n, std::size_t c0,
                                     std::size_t width) {
     // Row-major tokens × n is column-major n × tokens (= A): the block is A(c0.., :) · A(c0..c0+width, :)ᵀ.
@@ -104,10 +123,13 @@ struct Fp32Kernels {
                               std::size_t width) = nullptr;
     void (*gemv_rows)(const float* w, std::size_t ldw, std::size_t n, std::size_t k, const float* x, float* y) = nullptr;
     std::size_t output_tile = detail::eigen_output_tile;
+    void (*gemm_nn_tile)(const float* x, std::size_t ldx, const float* w, std::size_t ldw, float* y, std::size_t ldy,
+                         std::size_t tokens, std::size_t n, std::size_t k) = nullptr;
 };
 
 inline Fp32Kernels own_eigen_kernels() noexcept {
-    return {&detail::eigen_gemm_nt_tile, &detail::eigen_gram_block_column, &detail::eigen_gemv_rows, detail::eigen_output_tile};
+    return {&detail::eigen_gemm_nt_tile, &detail::eigen_gram_block_column, &detail::eigen_gemv_rows, detail::eigen_output_tile,
+            &detail::eigen_gemm_nn_tile};
 }
 
 /// The Eigen sets registered per instruction-set level (empty slots: not compiled into this program).
@@ -215,6 +237,7 @@ inline ActiveFp32 choose_fp32_kernels() {
     const BlasChoice choice = choose_blas(openblas_get_corename(), cpu_features(), active, eigen_level);
     if (choice.use_cblas) {
         out.kernels.gemm_nt_tile = &cblas_gemm_nt_tile;
+        out.kernels.gemm_nn_tile = &cblas_gemm_nn_tile;
         out.kernels.gram_block_column = &cblas_gram_block_column;
         out.kernels.output_tile = cblas_output_tile;
         out.cblas = true;
@@ -256,6 +279,23 @@ inline void gemm_nt(ConstMatrixView x, const float* w, std::size_t n, std::size_
         const std::size_t t0 = tile % token_tiles * detail::token_tile, tn = std::min(detail::token_tile, tokens - t0);
         kernels.gemm_nt_tile(x.data + t0 * x.stride, x.stride, w + o0 * w_stride, w_stride, y.data + t0 * y.stride + o0, y.stride,
                              tn, on, k);
+    });
+}
+
+/// y = x · w: x is tokens × k, w is k × n (row-major, e.g. a layer's weights when y is the input gradient
+/// dX = dY · W), y is tokens × n. Same fixed tiles as gemm_nt.
+inline void gemm_nn(ConstMatrixView x, const float* w, std::size_t n, std::size_t w_stride, MatrixView y) {
+    const std::size_t tokens = x.rows, k = x.cols;
+    if (tokens == 0 || n == 0) return;
+    const Fp32Kernels& kernels = active_fp32().kernels;
+    const auto tile_fn = kernels.gemm_nn_tile ? kernels.gemm_nn_tile : &detail::eigen_gemm_nn_tile;
+    const std::size_t output_tile = kernels.output_tile;
+    const std::size_t out_tiles = (n + output_tile - 1) / output_tile;
+    const std::size_t token_tiles = (tokens + detail::token_tile - 1) / detail::token_tile;
+    parallel_for_dynamic(out_tiles * token_tiles, [&](std::size_t tile) {
+        const std::size_t o0 = tile / token_tiles * output_tile, on = std::min(output_tile, n - o0);
+        const std::size_t t0 = tile % token_tiles * detail::token_tile, tn = std::min(detail::token_tile, tokens - t0);
+        tile_fn(x.data + t0 * x.stride, x.stride, w + o0, w_stride, y.data + t0 * y.stride + o0, y.stride, tn, on, k);
     });
 }
 

@@ -112,7 +112,8 @@ void softmax_backward(std::span<const T> p, std::span<const T> dp, std::span<T> 
 
 // ---- log-probability of a target token ----------------------------------------------------------------
 
-/// log softmax(logits)[target]; also leaves softmax(logits) in `probs` when it is not empty.
+/// log softmax(logits)[target]; also leaves softmax(logits) in `probs` when it is not empty (`probs` may be
+/// `logits` itself).
 template <class T>
 double target_log_prob(std::span<const T> logits, std::size_t target, std::span<T> probs) noexcept {
     T m = logits[0];
@@ -120,9 +121,10 @@ double target_log_prob(std::span<const T> logits, std::size_t target, std::span<
     double sum = 0.0;
     for (T v : logits) sum += std::exp(static_cast<double>(v - m));
     const double lse = static_cast<double>(m) + std::log(sum);
+    const double result = static_cast<double>(logits[target]) - lse;  // before `probs`, which may alias `logits`
     if (!probs.empty())
         for (std::size_t i = 0; i < logits.size(); ++i) probs[i] = static_cast<T>(std::exp(static_cast<double>(logits[i]) - lse));
-    return static_cast<double>(logits[target]) - lse;
+    return result;
 }
 
 /// d(coef · log softmax(logits)[target]) / d logits = coef · (onehot(target) − softmax(logits)), written over

@@ -3,14 +3,16 @@
 // and the backward pass to every LoRA matrix — and, on request, to every fp32 parameter of the base
 // (embedding, norms, biases, dense linear weights) for full fine-tuning and for checking.
 //
-// What is kept and what is recomputed: the forward pass keeps only the hidden state entering each block
-// (n_layers + 1 matrices of tokens × d_model); the backward pass re-runs one block's forward from its saved
-// input, keeping that block's internals (projections, attention probabilities per sequence and head, SwiGLU
-// inputs, LoRA intermediates) just long enough to back-propagate through it. The output layer's logits are
-// never stored: the forward pass takes them in chunks of 256 rows to get the target log-probabilities, the
-// backward pass recomputes each chunk. For SmolLM2 at 8 × 256 tokens that is 146 MB of saved inputs plus
-// ~100 MB for the block being differentiated; the backward products through a frozen base use a
-// transposed fp32 copy of every linear layer (dequantized once for a quantized base: 0.65 GB for SmolLM2).
+// What is kept and what is recomputed: the forward pass keeps the hidden state entering each block
+// (n_layers + 1 matrices of tokens × d_model) and, for as many blocks as TrainableOptions::activation_budget
+// allows (the last blocks first), the block's internals (projections, attention probabilities per sequence
+// and head, SwiGLU inputs, LoRA intermediates). The backward pass uses those, and re-runs the forward of a
+// block whose internals were not kept from its saved input. For SmolLM2 at 8 × 256 tokens the inputs are
+// 146 MB and one block's internals 84 MB: all 30 blocks fit the default budget of 2.75 GiB. The output
+// layer's logits are never stored: the forward pass takes them in chunks of 256 rows, and for each wanted
+// position also keeps d log p / d(final normed state) (d_model floats), so the backward pass needs no second
+// pass over the vocabulary. Input gradients go through the base weights as stored (dX = dY·W, no transposed
+// copy); a quantized base layer is dequantized once into an fp32 copy for them (0.54 GB for all of SmolLM2).
 //
 // Forward numerics are the decoder's: the same ops (train/ops.hpp's fp32 instantiation equals
 // model/ops.hpp), the same linear products (model/linear_apply.hpp), and attention in the decoder's blocks
@@ -75,6 +77,9 @@ struct BaseGradients {
 struct TrainableOptions {
     ops::RopeLayout rope_layout = ops::RopeLayout::adjacent_pairs;
     bool full_gradients = false;  // also differentiate the base's fp32 parameters
+    /// Bytes of block internals the forward pass may keep for the backward pass; blocks beyond it are
+    /// recomputed (0: recompute every block, the least memory).
+    std::size_t activation_budget = std::size_t{11} << 28;  // 2.75 GiB
 };
 
 class TrainableLlama {
@@ -110,15 +115,17 @@ class TrainableLlama {
         dropout_seed_ = seed;
     }
 
-    /// Rebuilds the transposed weight copies the backward pass multiplies with (after base weights change).
+    /// Points the backward products at the base weights: fp32 layers as they are, quantized layers through
+    /// a dequantized copy. Call again after replacing or re-quantizing base layers.
     void refresh_weight_caches() {
-        for (Slot& s : slots_) s.transposed = s.base->dequantize().transpose();
-        output_transposed_ = w_.output->dequantize().transpose();
+        for (Slot& s : slots_) bind_weights(*s.base, s.dequantized, s.weights);
+        bind_weights(*w_.output, output_dequantized_, output_weights_);
     }
 
-    /// Runs the batch forward and keeps what backward() needs. Returns, for every position p ≥ 1 with
-    /// want[p] set (all positions when `want` is empty), log P(token[p] | tokens before p); other entries 0.
-    std::vector<double> forward(const TrainBatch& batch, std::span<const std::uint8_t> want = {}) {
+    /// Runs the batch forward and keeps what backward() needs (unless for_backward is false: an evaluation
+    /// pass, such as DPO's reference log-probabilities). Returns, for every position p ≥ 1 with want[p] set
+    /// (all positions when `want` is empty), log P(token[p] | tokens before p); other entries 0.
+    std::vector<double> forward(const TrainBatch& batch, std::span<const std::uint8_t> want = {}, bool for_backward = true) {
         check_batch(batch);
         batch_ = batch;
         rows_.clear();
@@ -130,20 +137,27 @@ class TrainableLlama {
         inputs_.assign(c.n_layers + 1, RowMatrixF());
         inputs_[0].resize(n, d);
         for (std::size_t i = 0; i < batch.size(); ++i) inputs_[0].row(static_cast<Eigen::Index>(i)) = w_.token_embedding.row(batch.tokens[i]);
+        kept_.assign(c.n_layers, Activations());
+        kept_valid_.assign(c.n_layers, 0);
+        const std::size_t per_block = block_activation_bytes(batch);
+        const std::size_t keep_blocks = !for_backward || per_block == 0 ? 0 : std::min(c.n_layers, options_.activation_budget / per_block);
         for (std::size_t l = 0; l < c.n_layers; ++l) {
-            Activations act;
+            const bool keep = l + keep_blocks >= c.n_layers;
+            Activations local;
+            Activations& act = keep ? kept_[l] : local;
             inputs_[l + 1].resize(n, d);
-            layer_forward(l, inputs_[l], act, inputs_[l + 1]);
+            layer_forward(l, inputs_[l], act, inputs_[l + 1], keep);
+            kept_valid_[l] = keep;
         }
         std::vector<double> logp(batch.size(), 0.0);
-        head_pass({}, &logp, nullptr);
-        has_forward_ = true;
+        head_pass({}, &logp, nullptr, for_backward && !options_.full_gradients);
+        has_forward_ = for_backward;
         return logp;
     }
 
     /// The logits of every position (rows in batch order): for checks and small models.
     RowMatrixF logits(const TrainBatch& batch) {
-        forward(batch, std::vector<std::uint8_t>(batch.size(), 0));
+        forward(batch, std::vector<std::uint8_t>(batch.size(), 0), false);
         const LlamaConfig& c = w_.config;
         RowMatrixF normed(static_cast<Eigen::Index>(batch.size()), static_cast<Eigen::Index>(c.d_model));
         norm_rows(inputs_.back(), w_.output_norm, normed);
@@ -162,6 +176,11 @@ class TrainableLlama {
         RowMatrixF dx = RowMatrixF::Zero(static_cast<Eigen::Index>(batch_.size()), static_cast<Eigen::Index>(c.d_model));
         head_pass(dlogp, nullptr, &dx);
         for (std::size_t l = c.n_layers; l-- > 0;) {
+            if (kept_valid_[l]) {
+                layer_backward(l, inputs_[l], kept_[l], dx);
+                kept_[l] = Activations();  // free as we go
+                continue;
+            }
             Activations act;
             RowMatrixF out(inputs_[l].rows(), inputs_[l].cols());
             layer_forward(l, inputs_[l], act, out, /*keep=*/true);
@@ -171,6 +190,17 @@ class TrainableLlama {
             for (std::size_t i = 0; i < batch_.size(); ++i)
                 base_grads_.token_embedding.row(batch_.tokens[i]) += dx.row(static_cast<Eigen::Index>(i));
         has_forward_ = false;
+        head_grad_.resize(0, 0);
+    }
+
+    /// Bytes one block's kept internals take for `batch` (what activation_budget is spent in).
+    std::size_t block_activation_bytes(const TrainBatch& batch) const {
+        const LlamaConfig& c = w_.config;
+        const std::size_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+        std::size_t per_token = 4 * c.d_model + 2 * q + 2 * kv + 3 * c.d_ff;  // h1, x_mid, h2, (x_out), q, attn, k, v, gate, up, act
+        const std::size_t rank = adapter_ ? adapter_->rank() : 0;
+        if (adapter_) per_token += 7 * rank + (dropout_ > 0.0f ? 6 * c.d_model + q + c.d_ff : 0);
+        return sizeof(float) * (per_token * batch.size() + batch.sequences * c.n_heads * batch.length * batch.length);
     }
 
     BaseGradients& base_gradients() noexcept { return base_grads_; }
@@ -204,7 +234,8 @@ class TrainableLlama {
         std::string name;
         const QuantizedLinear* base = nullptr;
         LoraPair* lora = nullptr;
-        RowMatrixF transposed;  // in × out: backward computes dX = dY·W as dY·(Wᵀ)ᵀ with the NT product
+        const RowMatrixF* weights = nullptr;  // out × in fp32: the layer's own (DenseLinear) or `dequantized`
+        RowMatrixF dequantized;
     };
     /// One LoRA branch's forward intermediates (kept for backward).
     struct LoraState {
@@ -258,17 +289,18 @@ class TrainableLlama {
         LoraState& st = keep_state ? *keep_state : local;
         const RowMatrixF* x = &in;
         if (dropout_ > 0.0f) {
-            st.input = in;
-            const float inv_keep = 1.0f / (1.0f - dropout_);
-            for (Eigen::Index i = 0; i < st.input.size(); ++i)
-                st.input.data()[i] = keep(slot_index, static_cast<std::size_t>(i)) ? st.input.data()[i] * inv_keep : 0.0f;
+            st.input.resize(in.rows(), in.cols());
+            apply_dropout(slot_index, in, st.input);
             x = &st.input;
         }
         const LoraPair& p = *s.lora;
-        product_nt(*x, p.a, st.u);
-        RowMatrixF delta;
-        product_nt(st.u, p.b, delta);
-        out.noalias() += adapter_->scale() * delta;
+        const float scale = adapter_->scale();
+        st.u.resize(x->rows(), p.a.rows());
+        // Rows in fixed blocks: each block is the same product whatever the thread count.
+        for_row_blocks(static_cast<std::size_t>(x->rows()), [&](Eigen::Index r0, Eigen::Index rn) {
+            st.u.middleRows(r0, rn).noalias() = x->middleRows(r0, rn) * p.a.transpose();
+            out.middleRows(r0, rn).noalias() += (scale * st.u.middleRows(r0, rn)) * p.b.transpose();
+        });
     }
 
     /// Given dY for the layer's output, writes dX (or adds it, when accumulate) and adds the parameter grads.
@@ -276,33 +308,77 @@ class TrainableLlama {
                          RowMatrixF* base_grad) {
         const Slot& s = slots_[slot_index];
         RowMatrixF dxl;
-        product_nt(dy, s.transposed, dxl);
+        product_nn(dy, *s.weights, accumulate ? dxl : dx);
+        RowMatrixF& target = accumulate ? dxl : dx;
         if (base_grad && base_grad->size() > 0) add_weight_grad(dy, in, *base_grad);
         if (s.lora) {
             LoraPair& p = *s.lora;
             const float scale = adapter_->scale();
             const RowMatrixF& x = dropout_ > 0.0f ? st.input : in;
-            // dB += s · dYᵀ U ; dU = s · dY B ; dA += dUᵀ X ; dX += dU A (through the dropout mask)
-            RowMatrixF gb, du, ga, dxa;
-            const RowMatrixF dyt = dy.transpose();
-            product_nt(dyt, st.u.transpose(), gb);
-            p.grad_b.noalias() += scale * gb;
-            product_nt(dy, p.b.transpose(), du);
-            du *= scale;
-            product_nt(du.transpose(), x.transpose(), ga);
-            p.grad_a += ga;
-            product_nt(du, p.a.transpose(), dxa);
-            if (dropout_ > 0.0f) {
-                const float inv_keep = 1.0f / (1.0f - dropout_);
-                for (Eigen::Index i = 0; i < dxa.size(); ++i)
-                    dxa.data()[i] = keep(slot_index, static_cast<std::size_t>(i)) ? dxa.data()[i] * inv_keep : 0.0f;
-            }
-            dxl += dxa;
+            const auto n = static_cast<std::size_t>(dy.rows());
+            // dU = s · dY B ; dB += s · dYᵀ U ; dA += dUᵀ X ; dX += dU A (through the dropout mask)
+            RowMatrixF du(dy.rows(), p.b.cols());
+            for_row_blocks(n, [&](Eigen::Index r0, Eigen::Index rn) { du.middleRows(r0, rn).noalias() = scale * (dy.middleRows(r0, rn) * p.b); });
+            for_row_blocks(static_cast<std::size_t>(p.b.rows()), [&](Eigen::Index o0, Eigen::Index on) {
+                p.grad_b.middleRows(o0, on).noalias() += scale * (dy.middleCols(o0, on).transpose() * st.u);
+            });
+            for_row_blocks(static_cast<std::size_t>(p.a.cols()), [&](Eigen::Index i0, Eigen::Index in_count) {
+                p.grad_a.middleCols(i0, in_count).noalias() += du.transpose() * x.middleCols(i0, in_count);
+            });
+            for_row_blocks(n, [&](Eigen::Index r0, Eigen::Index rn) {
+                if (dropout_ > 0.0f) {
+                    RowMatrixF dxa = du.middleRows(r0, rn) * p.a;
+                    mask_rows(slot_index, dxa, static_cast<std::size_t>(r0));
+                    target.middleRows(r0, rn) += dxa;
+                } else {
+                    target.middleRows(r0, rn).noalias() += du.middleRows(r0, rn) * p.a;
+                }
+            });
         }
-        if (accumulate)
-            dx += dxl;
-        else
-            dx = std::move(dxl);
+        if (accumulate) add_into(dx, dxl);
+    }
+
+    /// out = dropout(in) with this slot's masks (kept elements scaled by 1 / (1 − p)).
+    void apply_dropout(std::size_t slot_index, const RowMatrixF& in, RowMatrixF& out) const {
+        for_row_blocks(static_cast<std::size_t>(in.rows()), [&](Eigen::Index r0, Eigen::Index rn) {
+            for (Eigen::Index r = r0; r < r0 + rn; ++r) {
+                const auto first = static_cast<std::size_t>(r) * static_cast<std::size_t>(in.cols());
+                const float inv_keep = 1.0f / (1.0f - dropout_);
+                for (Eigen::Index j = 0; j < in.cols(); ++j)
+                    out(r, j) = keep(slot_index, first + static_cast<std::size_t>(j)) ? in(r, j) * inv_keep : 0.0f;
+            }
+        });
+    }
+    /// The same mask on a gradient block whose first row is row0 of the layer's input.
+    void mask_rows(std::size_t slot_index, RowMatrixF& block, std::size_t row0) const {
+        const float inv_keep = 1.0f / (1.0f - dropout_);
+        for (Eigen::Index r = 0; r < block.rows(); ++r) {
+            const std::size_t first = (row0 + static_cast<std::size_t>(r)) * static_cast<std::size_t>(block.cols());
+            for (Eigen::Index j = 0; j < block.cols(); ++j)
+                block(r, j) = keep(slot_index, first + static_cast<std::size_t>(j)) ? block(r, j) * inv_keep : 0.0f;
+        }
+    }
+
+    /// body(first, count) over fixed blocks of 64 rows (or columns) of n, in parallel. Fixed block sizes
+    /// keep every product identical for any thread count.
+    template <class Body>
+    static void for_row_blocks(std::size_t n, Body&& body) {
+        constexpr std::size_t block = 64;
+        parallel_for((n + block - 1) / block, [&](std::size_t b) {
+            const std::size_t first = b * block;
+            body(static_cast<Eigen::Index>(first), static_cast<Eigen::Index>(std::min(block, n - first)));
+        });
+    }
+    /// dst += src, in parallel.
+    static void add_into(RowMatrixF& dst, const RowMatrixF& src) {
+        for_row_blocks(static_cast<std::size_t>(dst.rows()), [&](Eigen::Index r0, Eigen::Index rn) { dst.middleRows(r0, rn) += src.middleRows(r0, rn); });
+    }
+    /// out = a + b, in parallel.
+    static void sum_into(const RowMatrixF& a, const RowMatrixF& b, RowMatrixF& out) {
+        out.resize(a.rows(), a.cols());
+        for_row_blocks(static_cast<std::size_t>(a.rows()), [&](Eigen::Index r0, Eigen::Index rn) {
+            out.middleRows(r0, rn) = a.middleRows(r0, rn) + b.middleRows(r0, rn);
+        });
     }
 
     /// grad += dYᵀ X (out × in).
@@ -341,7 +417,7 @@ class TrainableLlama {
         attention_forward(a, keep_all);
         RowMatrixF proj(n, x.cols());
         linear_forward(l * 7 + 3, a.attn, proj, keep_all ? &a.lora[3] : nullptr);
-        a.x_mid = x + proj;
+        sum_into(x, proj, a.x_mid);
         a.h2.resize(n, x.cols());
         norm_rows(a.x_mid, L.ffn_norm, a.h2);
         a.gate.resize(n, static_cast<Eigen::Index>(c.d_ff));
@@ -354,7 +430,7 @@ class TrainableLlama {
             ops::swiglu<float>({a.gate.row(r).data(), c.d_ff}, {a.up.row(r).data(), c.d_ff}, {a.act.row(r).data(), c.d_ff});
         });
         linear_forward(l * 7 + 6, a.act, proj, keep_all ? &a.lora[6] : nullptr);
-        x_out = a.x_mid + proj;
+        sum_into(a.x_mid, proj, x_out);
     }
 
     /// Causal attention per sequence, head and block of 64 query rows, with the decoder's expressions.
@@ -495,21 +571,33 @@ class TrainableLlama {
             ops::rms_norm_backward<float>({x.row(r).data(), d}, {w.data(), d}, w_.config.norm_eps, {dy.row(r).data(), d}, {dxn.row(r).data(), d},
                                           dw ? std::span<float>(dwr.row(r).data(), d) : std::span<float>());
         });
-        dx += dxn;
+        add_into(dx, dxn);
         if (dw) *dw += dwr.colwise().sum().transpose();
     }
 
     // ---- output layer ----
 
-    /// Forward (dlogp empty): the target log-probabilities of the wanted rows into *logp. Backward: recomputes
-    /// the logits chunk by chunk and adds d loss / d(last hidden state) to *dx.
-    void head_pass(std::span<const double> dlogp, std::vector<double>* logp, RowMatrixF* dx) {
+    /// Forward (dx null): the target log-probabilities of the wanted rows into *logp, and with keep_grad
+    /// each row's d logp / d(normed state) = (onehot(target) − softmax)·W into head_grad_. Backward: d loss /
+    /// d(last hidden state) into *dx — from head_grad_ when the forward pass kept it, else by recomputing
+    /// the logits chunk by chunk (full_gradients mode, which also needs them for the output weights).
+    void head_pass(std::span<const double> dlogp, std::vector<double>* logp, RowMatrixF* dx, bool keep_grad = false) {
         const LlamaConfig& c = w_.config;
         const RowMatrixF& xl = inputs_.back();
         const auto d = static_cast<Eigen::Index>(c.d_model), vocab = static_cast<Eigen::Index>(c.vocab_size);
         const bool backward = dx != nullptr;
         RowMatrixF dnormed_all;
         if (backward) dnormed_all = RowMatrixF::Zero(xl.rows(), d);
+        if (backward && head_grad_.rows() == static_cast<Eigen::Index>(rows_.size()) && !rows_.empty()) {
+            parallel_for(rows_.size(), [&](std::size_t i) {
+                const auto row = static_cast<Eigen::Index>(rows_[i]);
+                dnormed_all.row(row) = static_cast<float>(dlogp[rows_[i] + 1]) * head_grad_.row(static_cast<Eigen::Index>(i));
+            });
+            norm_backward(xl, w_.output_norm, dnormed_all, *dx, nullptr);
+            return;
+        }
+        if (!backward && keep_grad) head_grad_.resize(static_cast<Eigen::Index>(rows_.size()), d);
+        else if (!backward) head_grad_.resize(0, 0);
         RowMatrixF* out_grad = nullptr;
         if (backward && options_.full_gradients) out_grad = output_is_tied() ? &base_grads_.token_embedding : &base_grads_.output;
         for (std::size_t c0 = 0; c0 < rows_.size(); c0 += head_chunk) {
@@ -523,16 +611,23 @@ class TrainableLlama {
                 const std::size_t row = rows_[c0 + i];
                 const auto target = static_cast<std::size_t>(batch_.tokens[row + 1]);
                 std::span<float> lg(logits.row(static_cast<Eigen::Index>(i)).data(), c.vocab_size);
-                if (!backward) {
+                if (!backward && !keep_grad) {
                     (*logp)[row + 1] = ops::target_log_prob<float>(lg, target, {});
+                } else if (!backward) {
+                    (*logp)[row + 1] = ops::target_log_prob<float>(lg, target, lg);
+                    ops::target_log_prob_backward<float>(lg, target, 1.0f);
                 } else {
                     ops::target_log_prob<float>(lg, target, lg);
                     ops::target_log_prob_backward<float>(lg, target, static_cast<float>(dlogp[row + 1]));
                 }
             });
-            if (!backward) continue;
+            if (!backward && !keep_grad) continue;
             RowMatrixF dnormed(static_cast<Eigen::Index>(m), d);
-            product_nt(logits, output_transposed_, dnormed);
+            product_nn(logits, *output_weights_, dnormed);
+            if (!backward) {
+                head_grad_.middleRows(static_cast<Eigen::Index>(c0), static_cast<Eigen::Index>(m)) = dnormed;
+                continue;
+            }
             if (out_grad && out_grad->size() > 0) add_weight_grad(logits, normed, *out_grad);
             for (std::size_t i = 0; i < m; ++i) dnormed_all.row(static_cast<Eigen::Index>(rows_[c0 + i])) = dnormed.row(static_cast<Eigen::Index>(i));
         }
@@ -544,13 +639,32 @@ class TrainableLlama {
         y.resize(x.rows(), w.rows());
         fp32_blas::gemm_nt(x, w.data(), static_cast<std::size_t>(w.rows()), static_cast<std::size_t>(w.cols()), y);
     }
+    /// y = x · w (w row-major, not transposed), deterministic tiles as product_nt.
+    static void product_nn(const RowMatrixF& x, const RowMatrixF& w, RowMatrixF& y) {
+        y.resize(x.rows(), w.cols());
+        fp32_blas::gemm_nn(x, w.data(), static_cast<std::size_t>(w.cols()), static_cast<std::size_t>(w.cols()), y);
+    }
+    /// `weights` = the layer's own fp32 matrix, or a dequantized copy kept in `cache`.
+    static void bind_weights(const QuantizedLinear& layer, RowMatrixF& cache, const RowMatrixF*& weights) {
+        if (const auto* dense = dynamic_cast<const DenseLinear*>(&layer)) {
+            cache.resize(0, 0);
+            weights = &dense->weights();
+        } else {
+            cache = layer.dequantize();
+            weights = &cache;
+        }
+    }
 
     LlamaWeights& w_;
     LoraAdapter* adapter_;
     TrainableOptions options_;
     std::vector<double> inv_freq_;
     std::vector<Slot> slots_;
-    RowMatrixF output_transposed_;
+    RowMatrixF output_dequantized_;
+    const RowMatrixF* output_weights_ = nullptr;
+    RowMatrixF head_grad_;  // per wanted row: d logp / d(final normed state), from the forward pass
+    std::vector<Activations> kept_;  // block internals kept by the forward pass (kept_valid_[l])
+    std::vector<std::uint8_t> kept_valid_;
     float dropout_ = 0.0f;
     std::uint64_t dropout_seed_ = 0;
     TrainBatch batch_;
