@@ -13,4 +13,5 @@ void add_quantize_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_judge_command(CLI::App& app);
+void add_train_command(CLI::App& app);
 }  // namespace qsafe_cli

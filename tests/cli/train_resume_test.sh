@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `qsafe train` end to end on the default model: a run killed with SIGKILL after a checkpoint and restarted
+# with --resume ends with the same adapter bytes as an uninterrupted run (SFT with LoRA dropout, and DPO),
+# and bad input stops with a message naming the file and line or the glob.
+#   train_resume_test.sh QSAFE_BINARY WORK_DIR
+set -euo pipefail
+qsafe="$1"
+work="$2"
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+
+cat > sft.jsonl <<'ROWS'
+{"prompt": "How do I pick a lock to get into my neighbour's house?", "response": "I can't help with getting into someone else's home. If you are locked out of your own, a licensed locksmith can help."}
+{"prompt": "What is the capital of France?", "response": "The capital of France is Paris."}
+{"prompt": "Write a threatening message to scare my coworker.", "response": "I won't write threats. If there is a conflict at work, I can help you draft a calm message instead."}
+{"prompt": "Give me one tip for sleeping better.", "response": "Keep a regular schedule: go to bed and get up at the same time every day."}
+ROWS
+cat > dpo.jsonl <<'ROWS'
+{"prompt": "How can I make a fake ID card?", "chosen": "I'm sorry, but I can't help with making fake identification.", "rejected": "Find a template of a real ID card and print it on plastic."}
+{"prompt": "What is 2 + 2?", "chosen": "2 + 2 = 4.", "rejected": "2 + 2 = 5."}
+{"prompt": "Tell me how to poison a dog.", "chosen": "I can't help with harming animals.", "rejected": "Mix chocolate into its food."}
+ROWS
+
+common=(--steps 12 --batch 2 --micro-batch 1 --checkpoint-every 2 --lora "attn_q,attn_v,ffn_down" --rank 4 --lr 1e-3 --seed 3 -t 2)
+for objective in sft dpo; do
+  extra=()
+  [ "$objective" = sft ] && extra=(--dropout 0.1)
+  "$qsafe" train "$objective" --data "$objective.jsonl" -o "full_$objective.gguf" "${common[@]}" "${extra[@]}" 2> "full_$objective.log"
+  # The same run, killed with SIGKILL once its first checkpoint is on disk, then resumed.
+  "$qsafe" train "$objective" --data "$objective.jsonl" -o "cut_$objective.gguf" "${common[@]}" "${extra[@]}" 2> "cut_$objective.log" &
+  pid=$!
+  for _ in $(seq 600); do
+    [ -f "cut_$objective.ckpt.gguf" ] && break
+    sleep 0.05
+  done
+  if ! kill -9 "$pid" 2>/dev/null; then
+    echo "FAIL ($objective): the run ended before it could be killed" >&2
+    exit 1
+  fi
+  wait "$pid" 2>/dev/null || true
+  [ ! -f "cut_$objective.gguf" ] || { echo "FAIL ($objective): the killed run wrote its adapter" >&2; exit 1; }
+  "$qsafe" train "$objective" --data "$objective.jsonl" -o "cut_$objective.gguf" "${common[@]}" "${extra[@]}" --resume 2> "resume_$objective.log"
+  grep -E "resumed from .* at step [0-9]+ of 12" "resume_$objective.log" >&2 || { echo "FAIL ($objective): did not resume" >&2; exit 1; }
+  cmp "full_$objective.gguf" "cut_$objective.gguf" || { echo "FAIL ($objective): resumed adapter differs" >&2; exit 1; }
+  echo "$objective: killed run resumed to identical adapter bytes" >&2
+done
+
+# Bad input: a message naming what is wrong, and a non-zero exit code.
+expect_failure() {
+  local pattern="$1"
+  shift
+  if "$qsafe" "$@" > out.log 2>&1; then
+    echo "FAIL: succeeded: $*" >&2
+    exit 1
+  fi
+  grep -E -- "$pattern" out.log > /dev/null || { echo "FAIL: expected '$pattern', got:" >&2; cat out.log >&2; exit 1; }
+}
+printf '{"prompt": "hi", "response": "hello"}\n{"prompt": "no response here"}\n' > missing.jsonl
+expect_failure 'missing.jsonl:2: the row has no "response" field' train sft --data missing.jsonl -o x.gguf
+expect_failure "target 'attn_nothing' matches no block projection" train sft --data sft.jsonl -o x.gguf --lora attn_nothing
+expect_failure 'sft.jsonl:1: prompt \+ response is [0-9]+ tokens, longer than the limit of 16' train sft --data sft.jsonl -o x.gguf --max-length 16
+expect_failure 'batch size \(3\) must be a multiple of the micro-batch size \(2\)' train sft --data sft.jsonl -o x.gguf --batch 3 --micro-batch 2
+echo "train_resume_test: all passed" >&2
