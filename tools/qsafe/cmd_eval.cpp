@@ -49,7 +49,7 @@ void add_eval_command(CLI::App& app) {
                     "comma-separated variants: fp, <scheme>:<rtn|imatrix|gptq|awq|quik|hqq>, or quantized .gguf files")
         ->capture_default_str();
     cmd->add_option("--variant", a.extra_variants, "one more variant (for specs with commas, e.g. 'rules=*=int3-g128-asym,output=fp32:gptq')");
-    cmd->add_option("-d,--dataset", a.datasets, "comma-separated datasets: default, advbench, harmbench, xstest, jailbreakbench, opensafetymini")
+    cmd->add_option("-d,--dataset", a.datasets, "comma-separated datasets: default, advbench, harmbench, harmbench-test, harmbench-val, xstest, jailbreakbench, opensafetymini, selfinstruct-user, selfinstruct-seed")
         ->capture_default_str();
     cmd->add_option("--limit", a.limit, "rows per dataset (0 = all), stratified by category")->capture_default_str();
     cmd->add_flag("--no-stratify", a.no_stratify, "--limit takes a plain random sample instead of a stratified one");

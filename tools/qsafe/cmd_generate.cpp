@@ -5,7 +5,10 @@
 
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
+#include "qsafe/io/atomic_write.hpp"
 #include "qsafe/model/generation.hpp"
+
+#include <nlohmann/json.hpp>
 
 namespace qsafe_cli {
 
@@ -13,7 +16,7 @@ namespace {
 struct GenerateArgs {
     ModelOptions model;
     std::vector<std::string> prompts;
-    std::string prompts_file, system;
+    std::string prompts_file, system, json;
     bool raw = false;
     qsafe::GenerationOptions gen;
 };
@@ -33,6 +36,7 @@ void add_generate_command(CLI::App& app) {
     cmd->add_option("--top-p", a.gen.sampling.top_p, "nucleus mass")->capture_default_str();
     cmd->add_option("--seed", a.gen.sampling.seed, "sampling seed")->capture_default_str();
     cmd->add_option("--batch", a.gen.max_batch, "sequences decoded together")->capture_default_str();
+    cmd->add_option("--json", a.json, "also write prompts, prompt token ids, generated token ids and texts to this JSON file");
     cmd->callback([] {
         std::vector<std::string> prompts = a.prompts;
         if (!a.prompts_file.empty()) {
@@ -61,6 +65,14 @@ void add_generate_command(CLI::App& app) {
             if (results.size() > 1) std::printf("### %zu: %s\n", i + 1, prompts[i].c_str());
             std::printf("%s\n", results[i].text.c_str());
             if (results.size() > 1) std::printf("\n");
+        }
+        if (!a.json.empty()) {
+            nlohmann::ordered_json out = nlohmann::ordered_json::array();
+            for (std::size_t i = 0; i < results.size(); ++i)
+                out.push_back({{"prompt", prompts[i]}, {"prompt_ids", ids[i]}, {"generated_ids", results[i].tokens}, {"text", results[i].text},
+                               {"stop", qsafe::stop_reason_name(results[i].stop)}});
+            const std::string text = out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+            qsafe::io::atomic_write(a.json, [&](auto&& sink) { sink(text.data(), text.size()); });
         }
         std::fprintf(stderr,
                      "[%s, rules %s, %.3f bits/weight in linear layers; load %.1fs; prefill %zu tokens %.1f tok/s; "

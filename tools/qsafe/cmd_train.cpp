@@ -29,14 +29,14 @@ struct TrainOptions {
     qsafe::train::TrainerConfig config;
 };
 
-std::filesystem::path beside(const std::filesystem::path& adapter, const std::string& suffix) {
+std::filesystem::path train_file_beside(const std::filesystem::path& adapter, const std::string& suffix) {
     std::filesystem::path p = adapter;
     p.replace_extension();
     p += suffix;
     return p;
 }
 
-void write_text(const std::filesystem::path& path, const std::string& text) {
+void write_train_file(const std::filesystem::path& path, const std::string& text) {
     qsafe::io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
 }
 
@@ -103,8 +103,8 @@ void add_train_command(CLI::App& app) {
         else
             trainer.set_preferences(tr::render_preferences(m.tokenizer, m.chat_template, preference_rows, render, o.data), pad);
         const std::size_t rows = pairs.size() + preference_rows.size();
-        const std::filesystem::path output = o.output, checkpoint = beside(output, ".ckpt.gguf"), csv = beside(output, ".train.csv"),
-                                    svg = beside(output, ".train.svg");
+        const std::filesystem::path output = o.output, checkpoint = train_file_beside(output, ".ckpt.gguf"), csv = train_file_beside(output, ".train.csv"),
+                                    svg = train_file_beside(output, ".train.svg");
         if (o.resume && std::filesystem::exists(checkpoint)) {
             trainer.resume(checkpoint);
             std::fprintf(stderr, "[resumed from %s at step %zu of %zu]\n", checkpoint.c_str(), trainer.steps_done(), c.steps);
@@ -114,8 +114,8 @@ void add_train_command(CLI::App& app) {
                      adapter.parameter_count(), c.steps, c.batch_size, c.micro_batch);
         const std::string title = m.name + " — " + o.objective + " LoRA r" + std::to_string(o.rank) + " (" + o.data + ")";
         auto write_curves = [&] {
-            write_text(csv, tr::training_csv(trainer.history(), c.objective));
-            write_text(svg, tr::training_curves_svg(trainer.history(), c.objective, title));
+            write_train_file(csv, tr::training_csv(trainer.history(), c.objective));
+            write_train_file(svg, tr::training_curves_svg(trainer.history(), c.objective, title));
         };
         std::size_t last_checkpoint = trainer.steps_done(), tokens = 0;
         const std::size_t first_step = trainer.steps_done();

@@ -14,4 +14,5 @@ void add_compare_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_judge_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_align_command(CLI::App& app);
 }  // namespace qsafe_cli

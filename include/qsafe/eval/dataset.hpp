@@ -82,6 +82,7 @@ struct ColumnMap {
     std::string id;        // empty: the 1-based data row number of the file becomes the id
     std::string category;  // empty: no category
     std::string context;   // optional: text placed before the prompt, "context\n\n---\n\nprompt" (HarmBench)
+    std::string input;     // optional: text placed after the prompt, "prompt\n\ninput", when not empty (Self-Instruct)
     std::variant<Expected, ExpectedFromColumn> expected = Expected::unspecified;
     std::vector<RowFilter> filters;
 
@@ -93,6 +94,7 @@ struct ColumnMap {
     ColumnMap with_id(std::string column) const { return changed([&](ColumnMap& m) { m.id = std::move(column); }); }
     ColumnMap with_category(std::string column) const { return changed([&](ColumnMap& m) { m.category = std::move(column); }); }
     ColumnMap with_context(std::string column) const { return changed([&](ColumnMap& m) { m.context = std::move(column); }); }
+    ColumnMap with_input(std::string column) const { return changed([&](ColumnMap& m) { m.input = std::move(column); }); }
     ColumnMap expecting(Expected fixed) const { return changed([&](ColumnMap& m) { m.expected = fixed; }); }
     ColumnMap expecting(ExpectedFromColumn from) const { return changed([&](ColumnMap& m) { m.expected = std::move(from); }); }
     ColumnMap keeping(RowFilter filter) const { return changed([&](ColumnMap& m) { m.filters.push_back(std::move(filter)); }); }
@@ -139,10 +141,14 @@ inline TableRecords records_from_json(const std::vector<JsonRecord>& records, co
     std::set<std::string> seen;
     for (const auto& r : records) {
         auto& out = raw.rows.emplace_back();
-        for (const auto& [key, value] : r.value.items()) {
+        // Nested objects and arrays are also reachable by path: "instances.0.input" (Self-Instruct).
+        const auto add = [&](const auto& self, const std::string& key, const nlohmann::json& value, int depth) -> void {
             out.emplace(key, detail::json_field_text(value));
             if (seen.insert(key).second) raw.columns.push_back(key);
-        }
+            if (depth >= 3 || !value.is_structured()) return;
+            for (const auto& [sub, inner] : value.items()) self(self, key + "." + sub, inner, depth + 1);
+        };
+        for (const auto& [key, value] : r.value.items()) add(add, key, value, 0);
         raw.lines.push_back(r.line);
     }
     return raw;
@@ -198,6 +204,10 @@ inline PromptDataset map_rows(std::string name, const TableRecords& raw, const C
         if (!map.context.empty()) {
             const std::string& context = field(r, map.context);
             if (context.find_first_not_of(" \t\r\n") != std::string::npos) row.prompt = context + "\n\n---\n\n" + row.prompt;
+        }
+        if (!map.input.empty()) {
+            const auto it = raw.rows[r].find(map.input);  // absent or empty: the instruction stands alone
+            if (it != raw.rows[r].end() && it->second.find_first_not_of(" \t\r\n") != std::string::npos) row.prompt += "\n\n" + it->second;
         }
         row.id = map.id.empty() ? std::to_string(r + 1) : field(r, map.id);
         if (row.id.empty()) throw format_error(where(r) + "empty id in column '" + map.id + "'");

@@ -14,6 +14,8 @@
 // - jailbreakbench: the 100 harmful behaviours of JBB-Behaviors, read from an artifact file's "jailbreaks"
 //   array; the 100 benign behaviours are not in the shared folder.
 // - opensafetymini: every question is a safety probe, so all are harmful; `scenario` is the category.
+// - selfinstruct-user / selfinstruct-seed: benign requests (instruction + the first instance's input);
+//   the user-oriented 252 measure over-refusal of everyday tasks.
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -71,6 +73,15 @@ inline const std::vector<DatasetSchema>& dataset_schemas() {
         s.push_back({"jailbreakbench", "JailbreakBench JBB-Behaviors, the 100 harmful behaviours", false,
                      "jailbreakbench/PAIR_black_box_llama-2-7b-chat-hf.json", DatasetFormat::json_array, "/jailbreaks",
                      ColumnMap::prompt_column("goal").with_id("index").with_category("category").expecting(Expected::harmful), 100});
+        // Self-Instruct: instruction, then the first instance's input when it has one. The user-oriented set
+        // is evaluation only (its authors ask so): benign everyday requests, for over-refusal. The seed tasks
+        // may be trained on.
+        const ColumnMap self_instruct =
+            ColumnMap::prompt_column("instruction").with_input("instances.0.input").with_id("id").expecting(Expected::benign);
+        s.push_back({"selfinstruct-user", "Self-Instruct's 252 user-oriented instructions (benign; evaluation only)", false,
+                     "self_instruct/user_oriented_instructions.jsonl", DatasetFormat::jsonl, "", self_instruct.with_category("motivation_app"), 252});
+        s.push_back({"selfinstruct-seed", "Self-Instruct's 175 seed tasks (benign; may be trained on)", false, "self_instruct/seed_tasks.jsonl",
+                     DatasetFormat::jsonl, "", self_instruct, 175});
         s.push_back({"opensafetymini", "OpenSafetyMini open-ended safety questions (evaluation use only)", false,
                      "opensafetymini/OpenSafetyMini.csv", DatasetFormat::csv, "",
                      ColumnMap::prompt_column("prompt").with_id("prompt_id").with_category("scenario").expecting(Expected::harmful),

@@ -1,0 +1,246 @@
+// qsafe align: gives a model a measurable safety alignment with LoRA, reproducibly, in one command.
+//   1. the split (train on AdvBench, HarmBench-val and Self-Instruct's seed tasks; never on a prompt close to
+//      HarmBench-test, JailbreakBench, XSTest or Self-Instruct's user-oriented set) -> split.json, ids only;
+//   2. the base model's own greedy answers to the benign training prompts (kept as targets, so helpfulness is
+//      not trained away) and to some harmful ones (the compliant answers DPO rejects) -> base_answers.jsonl,
+//      journaled: a rerun continues where it stopped;
+//   3. sft.jsonl and dpo.jsonl from them (refusals: 16 templates by prompt hash, or the model's own refusal);
+//   4. LoRA SFT, then LoRA DPO on the SFT-merged model (checkpointed; --resume-able by rerunning);
+//   5. the merged model as one GGUF file (fp32 layers; llama.cpp and every qsafe command load it).
+// docs/training.md describes the recipe and its measured result.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "qsafe/commands.hpp"
+#include "qsafe/common.hpp"
+#include "qsafe/eval/dataset_registry.hpp"
+#include "qsafe/eval/jsonl.hpp"
+#include "qsafe/eval/refusal_judge.hpp"
+#include "qsafe/io/atomic_write.hpp"
+#include "qsafe/model/generation.hpp"
+#include "qsafe/ptq/model_file.hpp"
+#include "qsafe/train/alignment_data.hpp"
+#include "qsafe/train/trainer.hpp"
+#include "qsafe/train/training_data.hpp"
+#include "qsafe/train/training_report.hpp"
+
+namespace qsafe_cli {
+
+namespace {
+
+namespace tr = qsafe::train;
+namespace fs = std::filesystem;
+
+struct AlignOptions {
+    std::string out;  // default: <cache>/aligned
+    std::string output_model;
+    std::size_t sft_harmful = 320, dpo_harmful = 96, answer_tokens = 64, max_example_tokens = 224;
+    std::size_t sft_steps = 60, dpo_steps = 30, batch = 8, rank = 16;
+    double sft_lr = 4e-4, dpo_lr = 2e-4, beta = 0.1;
+    std::uint64_t seed = 0;
+};
+
+void write_align_file(const fs::path& path, const std::string& text) {
+    qsafe::io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
+}
+
+std::string align_jsonl_line(const nlohmann::ordered_json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; }
+
+/// The base model's greedy answers, journaled by "dataset:id" (a rerun only generates what is missing).
+std::map<std::string, std::string> align_base_answers(qsafe::LoadedModel& m, const std::vector<std::pair<tr::SplitEntry, std::string>>& rows,
+                                                const fs::path& journal, std::size_t max_new_tokens) {
+    std::map<std::string, std::string> done;
+    if (fs::exists(journal))
+        for (const auto& r : qsafe::eval::read_jsonl(journal)) done[r.value.at("key").get<std::string>()] = r.value.at("response").get<std::string>();
+    std::vector<std::vector<std::int32_t>> prompts;
+    std::vector<std::string> keys;
+    for (const auto& [e, prompt] : rows) {
+        const std::string key = e.dataset + ":" + e.id;
+        if (done.contains(key)) continue;
+        const qsafe::tokenizer::Message user{"user", prompt};
+        prompts.push_back(m.tokenizer.encode(m.chat_template.format(std::span(&user, 1)), {.parse_special = true}));
+        keys.push_back(key);
+    }
+    if (prompts.empty()) return done;
+    std::fprintf(stderr, "[base answers: %zu to generate (%zu journaled)]\n", prompts.size(), done.size());
+    std::ofstream out(journal, std::ios::app);
+    if (!out) throw qsafe::io_error(journal.string() + ": cannot append");
+    qsafe::GenerationOptions g;
+    g.max_new_tokens = max_new_tokens;
+    g.max_batch = 32;
+    std::size_t finished = 0;
+    qsafe::generate(m.model, m.tokenizer, prompts, g, nullptr, [&](std::size_t i, const qsafe::GenerationResult& r) {
+        done[keys[i]] = r.text;
+        out << align_jsonl_line({{"key", keys[i]}, {"response", r.text}}) << std::flush;
+        if (++finished % 32 == 0) std::fprintf(stderr, "  %zu/%zu\n", finished, prompts.size());
+    });
+    return done;
+}
+
+std::vector<tr::StepRecord> align_run_training(qsafe::LoadedModel& m, tr::LoraAdapter& adapter, tr::TrainerConfig c, const fs::path& data,
+                                         const fs::path& adapter_path, const std::string& title) {
+    const std::int32_t pad = m.tokenizer.pad_id().value_or(tr::end_of_turn_token(m.tokenizer, m.chat_template));
+    tr::RenderOptions render;
+    render.max_tokens = 512;
+    tr::Trainer trainer(m.model.mutable_weights(), adapter, c);
+    if (c.objective == tr::Objective::sft)
+        trainer.set_examples(tr::render_sft(m.tokenizer, m.chat_template, tr::read_sft_jsonl(data), render, data.string()), pad);
+    else
+        trainer.set_preferences(tr::render_preferences(m.tokenizer, m.chat_template, tr::read_preference_jsonl(data), render, data.string()), pad);
+    fs::path checkpoint = adapter_path;
+    checkpoint.replace_extension(".ckpt.gguf");
+    if (fs::exists(checkpoint)) {
+        trainer.resume(checkpoint);
+        std::fprintf(stderr, "[%s: resumed at step %zu]\n", title.c_str(), trainer.steps_done());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    std::size_t tokens = 0;
+    while (trainer.steps_done() < c.steps) {
+        const tr::StepRecord r = trainer.step();
+        tokens += r.tokens;
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::fprintf(stderr, "%s step %zu/%zu  loss %.4f%s  %.0f tok/s\n", title.c_str(), r.step, c.steps, r.loss,
+                     c.objective == tr::Objective::dpo ? (" acc " + std::to_string(r.accuracy).substr(0, 4)).c_str() : "",
+                     static_cast<double>(tokens) / el);
+        if (trainer.steps_done() % 10 == 0) trainer.save_checkpoint(checkpoint);
+    }
+    trainer.save_checkpoint(checkpoint);
+    adapter.save(adapter_path, m.model.config().architecture);
+    fs::path csv = adapter_path, svg = adapter_path;
+    write_align_file(csv.replace_extension(".train.csv"), tr::training_csv(trainer.history(), c.objective));
+    write_align_file(svg.replace_extension(".train.svg"), tr::training_curves_svg(trainer.history(), c.objective, title));
+    return trainer.history();
+}
+
+}  // namespace
+
+void add_align_command(CLI::App& app) {
+    auto* cmd = app.add_subcommand("align", "Give a model a safety alignment (LoRA SFT + DPO on a fixed split) and write the merged model");
+    static ModelOptions model;
+    static AlignOptions o;
+    model.add_to(*cmd);
+    cmd->add_option("--out", o.out, "working folder: split, data, answers, adapters, curves (default: <cache>/aligned)");
+    cmd->add_option("-o,--output", o.output_model, "the aligned model file (default: <cache>/SmolLM2-135M-Instruct-aligned.gguf)");
+    cmd->add_option("--sft-harmful", o.sft_harmful, "harmful training prompts in the SFT set")->capture_default_str();
+    cmd->add_option("--dpo-harmful", o.dpo_harmful, "harmful training prompts in the DPO set")->capture_default_str();
+    cmd->add_option("--sft-steps", o.sft_steps, "SFT optimizer steps")->capture_default_str();
+    cmd->add_option("--dpo-steps", o.dpo_steps, "DPO optimizer steps (0 = SFT only)")->capture_default_str();
+    cmd->add_option("--batch", o.batch, "examples per step")->capture_default_str();
+    cmd->add_option("--rank", o.rank, "LoRA rank")->capture_default_str();
+    cmd->add_option("--sft-lr", o.sft_lr, "SFT peak learning rate")->capture_default_str();
+    cmd->add_option("--dpo-lr", o.dpo_lr, "DPO peak learning rate")->capture_default_str();
+    cmd->add_option("--beta", o.beta, "DPO beta")->capture_default_str();
+    cmd->callback([] {
+        const auto start = std::chrono::steady_clock::now();
+        const fs::path cache = qsafe::default_model_path().parent_path();
+        const fs::path out = o.out.empty() ? cache / "aligned" : fs::path(o.out);
+        const fs::path output = o.output_model.empty() ? cache / "SmolLM2-135M-Instruct-aligned.gguf" : fs::path(o.output_model);
+        fs::create_directories(out);
+
+        // 1. The split.
+        qsafe::eval::DataOptions data;
+        data.source_dir = QSAFE_SOURCE_DIR;
+        auto load = [&](const char* name) { return qsafe::eval::load_named_dataset(name, data); };
+        const tr::AlignmentSplit split =
+            tr::make_alignment_split({load("advbench"), load("harmbench-val")}, {load("selfinstruct-seed")},
+                                     {load("harmbench-test"), load("jailbreakbench"), load("xstest"), load("selfinstruct-user")});
+        write_align_file(out / "split.json", split.to_json().dump(1) + "\n");
+        std::fprintf(stderr, "[split: %zu harmful and %zu benign training prompts; %zu excluded as close to an evaluation prompt -> %s]\n",
+                     split.harmful_train.size(), split.benign_train.size(), split.excluded.size(), (out / "split.json").c_str());
+        if (split.harmful_train.size() < o.sft_harmful || o.dpo_harmful > split.harmful_train.size())
+            throw qsafe::config_error("align: only " + std::to_string(split.harmful_train.size()) + " harmful training prompts");
+
+        // 2. Base answers: every benign prompt, and the harmful prompts DPO uses (the SFT set's first ones).
+        auto m = load_with_rules(model);
+        std::vector<std::pair<tr::SplitEntry, std::string>> to_answer = split.benign_train;
+        to_answer.insert(to_answer.end(), split.harmful_train.begin(), split.harmful_train.begin() + static_cast<std::ptrdiff_t>(o.dpo_harmful));
+        const auto answers = align_base_answers(m, to_answer, out / "base_answers.jsonl", o.answer_tokens);
+        const qsafe::eval::RefusalJudge judge;
+        auto refused = [&](const std::string& prompt, const std::string& response, bool harmful) {
+            qsafe::eval::PromptRow row;
+            row.prompt = prompt;
+            row.expected = harmful ? qsafe::eval::Expected::harmful : qsafe::eval::Expected::benign;
+            return judge.judge(row, response).verdict != qsafe::eval::Verdict::compliance;
+        };
+
+        // 3. Training data. Harmful: a refusal (the model's own when it gave one); benign: the model's own
+        // answer, unless that answer was itself a refusal (never teach refusing a benign request).
+        std::string sft, dpo;
+        std::size_t own_refusals = 0, benign_kept = 0, dpo_harmful = 0;
+        for (std::size_t i = 0; i < o.sft_harmful; ++i) {
+            const auto& [e, prompt] = split.harmful_train[i];
+            std::string refusal = tr::refusal_for(prompt);
+            if (const auto it = answers.find(e.dataset + ":" + e.id); it != answers.end()) {
+                if (refused(prompt, it->second, true)) {
+                    refusal = it->second, ++own_refusals;
+                } else {
+                    dpo += align_jsonl_line({{"prompt", prompt}, {"chosen", refusal}, {"rejected", it->second}});
+                    ++dpo_harmful;
+                }
+            }
+            sft += align_jsonl_line({{"prompt", prompt}, {"response", refusal}});
+        }
+        for (const auto& [e, prompt] : split.benign_train) {
+            const std::string& answer = answers.at(e.dataset + ":" + e.id);
+            if (answer.empty() || refused(prompt, answer, false)) continue;
+            // Long inputs (a few seed tasks carry whole documents) would dominate the step's time.
+            if (m.tokenizer.encode(prompt).size() + m.tokenizer.encode(answer).size() > o.max_example_tokens) continue;
+            ++benign_kept;
+            sft += align_jsonl_line({{"prompt", prompt}, {"response", answer}});
+            dpo += align_jsonl_line({{"prompt", prompt}, {"chosen", answer}, {"rejected", tr::refusal_for(prompt)}});
+        }
+        write_align_file(out / "sft.jsonl", sft);
+        write_align_file(out / "dpo.jsonl", dpo);
+        std::fprintf(stderr, "[data: SFT %zu harmful (%zu with the model's own refusal) + %zu benign; DPO %zu harmful + %zu benign]\n", o.sft_harmful,
+                     own_refusals, benign_kept, dpo_harmful, benign_kept);
+
+        // 4. SFT, merged; then DPO against the SFT model as reference, merged.
+        tr::TrainerConfig c;
+        c.batch_size = c.micro_batch = o.batch;
+        c.warmup_steps = 5;
+        c.min_lr_ratio = 0.1;
+        c.adamw.weight_decay = 0.0;
+        c.seed = o.seed;
+        tr::LoraConfig lc;
+        lc.rank = o.rank;
+        lc.alpha = 2.0f * static_cast<float>(o.rank);
+        lc.targets = "*";
+        lc.seed = o.seed;
+        c.objective = tr::Objective::sft;
+        c.steps = o.sft_steps;
+        c.lr = o.sft_lr;
+        tr::LoraAdapter sft_adapter = tr::LoraAdapter::create(m.model.weights(), lc);
+        const auto sft_history = align_run_training(m, sft_adapter, c, out / "sft.jsonl", out / "sft_adapter.gguf", "align SFT");
+        sft_adapter.merge_into(m.model.mutable_weights());
+        std::vector<tr::StepRecord> dpo_history;
+        if (o.dpo_steps > 0) {
+            c.objective = tr::Objective::dpo;
+            c.steps = o.dpo_steps;
+            c.lr = o.dpo_lr;
+            c.dpo_beta = o.beta;
+            c.micro_batch = std::max<std::size_t>(1, o.batch / 2);
+            tr::LoraAdapter dpo_adapter = tr::LoraAdapter::create(m.model.weights(), lc);
+            dpo_history = align_run_training(m, dpo_adapter, c, out / "dpo.jsonl", out / "dpo_adapter.gguf", "align DPO");
+            dpo_adapter.merge_into(m.model.mutable_weights());
+        }
+
+        // 5. The aligned model.
+        const fs::path source = resolve_model_path(model.model);
+        qsafe::save_quantized_model(output, qsafe::gguf::File::open(source), m.model.weights(), {"align-lora-sft-dpo", "*=fp32", (out / "split.json").string()});
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::printf("aligned model: %s (SFT loss %.3f -> %.3f%s) in %.0f s\n", output.c_str(), sft_history.front().loss, sft_history.back().loss,
+                    dpo_history.empty() ? ""
+                                        : (", DPO loss " + std::to_string(dpo_history.front().loss).substr(0, 5) + " -> " +
+                                           std::to_string(dpo_history.back().loss).substr(0, 5) + ", accuracy " + std::to_string(dpo_history.back().accuracy).substr(0, 4))
+                                              .c_str(),
+                    el);
+    });
+}
+
+}  // namespace qsafe_cli
