@@ -50,7 +50,7 @@ TEST_CASE("Shared datasets: every schema loads with its known row count") {
     if (!shared_data_present()) return;
     const std::map<std::string, std::size_t> expected_rows{{"advbench", 520},     {"harmbench", 300},      {"harmbench-test", 240},
                                                            {"harmbench-val", 60}, {"xstest", 450},         {"jailbreakbench", 100},
-                                                           {"opensafetymini", 1067}};
+                                                           {"opensafetymini", 1067}, {"selfinstruct-user", 252}, {"selfinstruct-seed", 175}};
     for (const auto& [name, count] : expected_rows) {
         CAPTURE(name);
         const auto d = load_named_dataset(name, source_options());
@@ -64,6 +64,16 @@ TEST_CASE("Shared datasets: every schema loads with its known row count") {
         }
         CHECK(ids.size() == d.size());
     }
+    // Self-Instruct: the instruction, then the first instance's input after a blank line when it has one.
+    const auto user = load_named_dataset("selfinstruct-user", source_options());
+    CHECK(user[0].id == "user_oriented_task_0");
+    CHECK(user[0].expected == Expected::benign);
+    CHECK(user[0].category == "Grammarly");
+    CHECK(user[0].prompt.starts_with("The sentence you are given might be too wordy"));
+    CHECK(user[0].prompt.find("\n\nIf you have any questions about my rate") != std::string::npos);
+    const auto seed = load_named_dataset("selfinstruct-seed", source_options());
+    CHECK(seed[0].id == "seed_task_0");
+    CHECK(seed[0].prompt.find("\n\n") == std::string::npos);  // empty input: the instruction alone
     const auto xstest = load_named_dataset("xstest", source_options());
     std::size_t benign = 0, harmful = 0;
     for (const auto& row : xstest) (row.expected == Expected::benign ? benign : harmful) += 1;

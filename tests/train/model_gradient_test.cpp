@@ -12,6 +12,7 @@
 #include "common/model_fixtures.hpp"
 #include "model/tiny_llama.hpp"
 #include "qsafe/core/parallel.hpp"
+#include "qsafe/train/objectives.hpp"
 #include "qsafe/train/trainable_llama.hpp"
 
 using namespace qsafe;
@@ -373,4 +374,37 @@ TEST_CASE("kept and recomputed block internals give the same gradients (activati
     }
     CHECK(logp[0] == logp[1]);
     for (std::size_t i = 0; i < grads[0].size(); ++i) CHECK(grads[0][i] == grads[1][i]);
+}
+
+TEST_CASE("packed rows (several sequences per row) give the padded batch's log-probabilities and gradients") {
+    LlamaModel model(tiny_weights(61));
+    LoraConfig cfg;
+    cfg.rank = 4;
+    LoraAdapter adapter = LoraAdapter::create(model.weights(), cfg);
+    for (auto& p : adapter.pairs()) p.b.setConstant(0.02f);
+    std::vector<MaskedSequence> seqs;
+    std::mt19937_64 rng(8);
+    for (std::size_t len : {9, 14, 5, 20, 11, 7}) {
+        MaskedSequence s;
+        for (std::size_t t = 0; t < len; ++t) s.tokens.push_back(static_cast<std::int32_t>(rng() % 61));
+        s.loss_mask.assign(len, 1);
+        s.loss_mask[0] = s.loss_mask[1] = 0;
+        seqs.push_back(std::move(s));
+    }
+    std::vector<double> per_seq[2];
+    std::vector<RowMatrixF> grads[2];
+    for (int k = 0; k < 2; ++k) {
+        const MaskedBatch b = MaskedBatch::from(seqs, 0, k == 0 ? 0 : 30);
+        if (k == 1) CHECK(b.batch.sequences < seqs.size());  // really packed
+        adapter.zero_grad();
+        TrainableLlama m(model.mutable_weights(), &adapter);
+        const std::vector<double> logp = m.forward(b.batch, b.mask);
+        per_seq[k] = sequence_log_probs(logp, b);
+        std::vector<double> c(seqs.size());
+        for (std::size_t i = 0; i < c.size(); ++i) c[i] = 0.3 * static_cast<double>(i) - 0.7;
+        m.backward(spread_sequence_gradient(c, b));
+        for (const auto& p : adapter.pairs()) grads[k].push_back(p.grad_a), grads[k].push_back(p.grad_b);
+    }
+    for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(per_seq[1][i] == doctest::Approx(per_seq[0][i]).epsilon(1e-5));
+    for (std::size_t i = 0; i < grads[0].size(); ++i) CHECK((grads[1][i] - grads[0][i]).norm() <= 1e-4 * grads[0][i].norm() + 1e-9);
 }

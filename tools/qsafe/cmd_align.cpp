@@ -44,6 +44,7 @@ struct AlignOptions {
     std::size_t sft_steps = 60, dpo_steps = 30, batch = 8, rank = 16;
     double sft_lr = 4e-4, dpo_lr = 2e-4, beta = 0.1;
     std::uint64_t seed = 0;
+    bool allow_new_split = false;
 };
 
 void write_align_file(const fs::path& path, const std::string& text) {
@@ -136,6 +137,7 @@ void add_align_command(CLI::App& app) {
     cmd->add_option("--sft-lr", o.sft_lr, "SFT peak learning rate")->capture_default_str();
     cmd->add_option("--dpo-lr", o.dpo_lr, "DPO peak learning rate")->capture_default_str();
     cmd->add_option("--beta", o.beta, "DPO beta")->capture_default_str();
+    cmd->add_flag("--allow-new-split", o.allow_new_split, "train even if the split differs from the repository's data/alignment_split.json");
     cmd->callback([] {
         const auto start = std::chrono::steady_clock::now();
         const fs::path cache = qsafe::default_model_path().parent_path();
@@ -150,7 +152,14 @@ void add_align_command(CLI::App& app) {
         const tr::AlignmentSplit split =
             tr::make_alignment_split({load("advbench"), load("harmbench-val")}, {load("selfinstruct-seed")},
                                      {load("harmbench-test"), load("jailbreakbench"), load("xstest"), load("selfinstruct-user")});
-        write_align_file(out / "split.json", split.to_json().dump(1) + "\n");
+        const std::string split_text = split.to_json().dump(1) + "\n";
+        write_align_file(out / "split.json", split_text);
+        // The written-down split of the repository: the same datasets must give the same split.
+        const fs::path fixed = fs::path(QSAFE_SOURCE_DIR) / "data" / "alignment_split.json";
+        if (fs::exists(fixed) && read_text_file(fixed) != split_text && !o.allow_new_split)
+            throw qsafe::config_error("align: the split computed from the datasets in " + qsafe::eval::find_data_dir(data).string() +
+                                      " differs from " + fixed.string() + " (other dataset files?); compare with " + (out / "split.json").string() +
+                                      ", or pass --allow-new-split to train on it anyway");
         std::fprintf(stderr, "[split: %zu harmful and %zu benign training prompts; %zu excluded as close to an evaluation prompt -> %s]\n",
                      split.harmful_train.size(), split.benign_train.size(), split.excluded.size(), (out / "split.json").c_str());
         if (split.harmful_train.size() < o.sft_harmful || o.dpo_harmful > split.harmful_train.size())
@@ -207,6 +216,7 @@ void add_align_command(CLI::App& app) {
         c.min_lr_ratio = 0.1;
         c.adamw.weight_decay = 0.0;
         c.seed = o.seed;
+        c.pack_length = 256;  // short chat examples: pack them rather than pad to the longest
         tr::LoraConfig lc;
         lc.rank = o.rank;
         lc.alpha = 2.0f * static_cast<float>(o.rank);

@@ -68,6 +68,8 @@ void add_train_command(CLI::App& app) {
     cmd->add_option("--beta", c.dpo_beta, "DPO beta")->capture_default_str();
     cmd->add_option("--seed", c.seed, "seed of the data order, dropout and LoRA init")->capture_default_str();
     cmd->add_option("--max-length", o.max_length, "longest sequence allowed (default: the model's context)");
+    cmd->add_option("--pack", c.pack_length, "pack each micro-batch's sequences into rows of this many tokens (0 = pad each sequence)")
+        ->capture_default_str();
     cmd->add_option("--checkpoint-every", o.checkpoint_every, "write the training state every N steps (0 = only at the end)")->capture_default_str();
     cmd->add_flag("--resume", o.resume, "continue from the checkpoint beside --output if there is one");
     cmd->add_flag("--no-system-prompt", o.no_system_prompt, "render prompts without the chat template's default system turn");

@@ -56,24 +56,57 @@ inline MaskedSequence render_example(const tokenizer::Tokenizer& tok, const toke
     return s;
 }
 
-/// Right-pads sequences into one batch; the mask (padding 0) comes out in batch order.
+/// Sequences in one batch: one per row, right-padded — or, with pack_length, several per row (first fit in the
+/// given order, each row at most pack_length tokens unless one sequence is longer), which wastes less on
+/// padding. The mask (padding 0) and which sequence each token belongs to come out in batch order.
 struct MaskedBatch {
     TrainBatch batch;
     std::vector<std::uint8_t> mask;
+    std::vector<std::int32_t> sequence_of;  // input sequence of each token, −1 for padding
 
-    static MaskedBatch from(std::span<const MaskedSequence> seqs, std::int32_t pad) {
-        MaskedBatch out;
-        std::vector<std::vector<std::int32_t>> tokens;
-        for (const auto& s : seqs) {
+    static MaskedBatch from(std::span<const MaskedSequence> seqs, std::int32_t pad, std::size_t pack_length = 0) {
+        for (const auto& s : seqs)
             if (s.tokens.size() != s.loss_mask.size()) throw shape_error("MaskedBatch: a sequence's mask length differs from its token count");
-            tokens.push_back(s.tokens);
+        // Rows as lists of sequence indices.
+        std::vector<std::vector<std::size_t>> rows;
+        std::vector<std::size_t> fill;
+        for (std::size_t i = 0; i < seqs.size(); ++i) {
+            std::size_t r = 0;
+            if (pack_length > 0)
+                while (r < rows.size() && fill[r] + seqs[i].tokens.size() > pack_length) ++r;
+            else
+                r = rows.size();
+            if (r == rows.size()) rows.emplace_back(), fill.push_back(0);
+            rows[r].push_back(i);
+            fill[r] += seqs[i].tokens.size();
         }
-        out.batch = TrainBatch::padded(tokens, pad);
-        out.mask.assign(out.batch.size(), 0);
-        for (std::size_t i = 0; i < seqs.size(); ++i)
-            std::copy(seqs[i].loss_mask.begin(), seqs[i].loss_mask.end(), out.mask.begin() + static_cast<std::ptrdiff_t>(i * out.batch.length));
-        // Position 0 is never predicted.
-        for (std::size_t i = 0; i < seqs.size(); ++i) out.mask[i * out.batch.length] = 0;
+        MaskedBatch out;
+        TrainBatch& b = out.batch;
+        b.sequences = rows.size();
+        b.length = fill.empty() ? 0 : *std::max_element(fill.begin(), fill.end());
+        b.tokens.assign(b.size(), pad);
+        out.mask.assign(b.size(), 0);
+        out.sequence_of.assign(b.size(), -1);
+        const bool packed = pack_length > 0;
+        if (packed) b.segment_start.assign(b.size(), 0);
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+            std::size_t pos = 0;
+            for (std::size_t i : rows[r]) {
+                const MaskedSequence& s = seqs[i];
+                for (std::size_t t = 0; t < s.tokens.size(); ++t) {
+                    const std::size_t at = r * b.length + pos + t;
+                    b.tokens[at] = s.tokens[t];
+                    out.mask[at] = t == 0 ? 0 : s.loss_mask[t];  // a sequence's first token is never predicted
+                    out.sequence_of[at] = static_cast<std::int32_t>(i);
+                    if (packed) b.segment_start[at] = static_cast<std::uint32_t>(pos);
+                }
+                pos += s.tokens.size();
+            }
+            // Padding after the last sequence: its own segment, so it never attends into a sequence's keys
+            // unseen (it is never scored either).
+            if (packed)
+                for (std::size_t t = pos; t < b.length; ++t) b.segment_start[r * b.length + t] = static_cast<std::uint32_t>(pos);
+        }
         return out;
     }
 };
@@ -94,11 +127,11 @@ inline double sft_loss(std::span<const double> logp, std::span<const std::uint8_
     return loss;
 }
 
-/// Sum of log-probabilities over each sequence's counted tokens.
+/// Sum of log-probabilities over each input sequence's counted tokens (in the order given to MaskedBatch::from).
 inline std::vector<double> sequence_log_probs(std::span<const double> logp, const MaskedBatch& b) {
-    std::vector<double> out(b.batch.sequences, 0.0);
+    std::vector<double> out(static_cast<std::size_t>(1 + *std::max_element(b.sequence_of.begin(), b.sequence_of.end())), 0.0);
     for (std::size_t i = 0; i < b.batch.size(); ++i)
-        if (b.mask[i]) out[i / b.batch.length] += logp[i];
+        if (b.mask[i]) out[static_cast<std::size_t>(b.sequence_of[i])] += logp[i];
     return out;
 }
 
@@ -166,7 +199,7 @@ inline DpoResult dpo_loss(std::span<const PreferenceLogProbs> policy, std::span<
 inline std::vector<double> spread_sequence_gradient(std::span<const double> per_sequence, const MaskedBatch& b) {
     std::vector<double> d(b.batch.size(), 0.0);
     for (std::size_t i = 0; i < b.batch.size(); ++i)
-        if (b.mask[i]) d[i] = per_sequence[i / b.batch.length];
+        if (b.mask[i]) d[i] = per_sequence[static_cast<std::size_t>(b.sequence_of[i])];
     return d;
 }
 

@@ -41,14 +41,20 @@
 
 namespace qsafe::train {
 
-/// Sequences of one length (right-padded), all starting at position 0.
+/// Rows of one length (right-padded). A row holds one sequence starting at position 0, or — packed — several
+/// sequences one after another: segment_start[i] is then the position in its row where token i's sequence
+/// begins; attention stays inside each sequence and RoPE positions restart at 0 for each.
 struct TrainBatch {
-    std::size_t sequences = 0;
+    std::size_t sequences = 0;  // rows
     std::size_t length = 0;
-    std::vector<std::int32_t> tokens;  // sequences × length
+    std::vector<std::int32_t> tokens;          // sequences × length
+    std::vector<std::uint32_t> segment_start;  // empty: one sequence per row
 
     std::int32_t token(std::size_t seq, std::size_t pos) const noexcept { return tokens[seq * length + pos]; }
     std::size_t size() const noexcept { return sequences * length; }
+    /// Where token i's sequence begins in its row, and token i's position in that sequence.
+    std::size_t start_of(std::size_t i) const noexcept { return segment_start.empty() ? 0 : segment_start[i]; }
+    std::size_t position(std::size_t i) const noexcept { return i % length - start_of(i); }
 
     /// Pads every sequence with `pad` to the longest one.
     static TrainBatch padded(const std::vector<std::vector<std::int32_t>>& seqs, std::int32_t pad) {
@@ -254,6 +260,11 @@ class TrainableLlama {
     void check_batch(const TrainBatch& b) const {
         if (b.sequences == 0 || b.length == 0) throw shape_error("training batch is empty");
         if (b.tokens.size() != b.size()) throw shape_error("training batch holds " + std::to_string(b.tokens.size()) + " tokens for " + std::to_string(b.sequences) + " x " + std::to_string(b.length));
+        if (!b.segment_start.empty()) {
+            if (b.segment_start.size() != b.size()) throw shape_error("training batch: segment starts do not cover every token");
+            for (std::size_t i = 0; i < b.size(); ++i)
+                if (b.segment_start[i] > i % b.length) throw shape_error("training batch: token " + std::to_string(i) + "'s segment starts after it");
+        }
         if (b.length > w_.config.context_length)
             throw config_error("training sequence of " + std::to_string(b.length) + " tokens exceeds the context length " + std::to_string(w_.config.context_length));
         for (std::size_t i = 0; i < b.tokens.size(); ++i)
@@ -408,10 +419,9 @@ class TrainableLlama {
             a.k.rowwise() += L.bk.transpose();
             a.v.rowwise() += L.bv.transpose();
         }
-        const std::size_t T = batch_.length;
         for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
-            ops::rope(a.q.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, i % T, inv_freq_, options_.rope_layout);
-            ops::rope(a.k.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, i % T, inv_freq_, options_.rope_layout);
+            ops::rope(a.q.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, batch_.position(i), inv_freq_, options_.rope_layout);
+            ops::rope(a.k.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, batch_.position(i), inv_freq_, options_.rope_layout);
         }
         a.attn.resize(n, static_cast<Eigen::Index>(q_dim));
         attention_forward(a, keep_all);
@@ -463,10 +473,12 @@ class TrainableLlama {
             else
                 scores.noalias() = queries * keys.transpose();
             for (Eigen::Index r = 0; r < rows; ++r) {
-                const std::size_t seen = first + static_cast<std::size_t>(r) + 1;
-                std::span<float> row(scores.row(r).data(), seen);
+                // Keys from the query's own sequence only (a packed row holds several); zero weight elsewhere.
+                const std::size_t seen = first + static_cast<std::size_t>(r) + 1, start = batch_.start_of(row0 + seen - 1);
+                std::span<float> row(scores.row(r).data() + start, seen - start);
                 for (float& v : row) v *= scale;
                 qsafe::ops::softmax(row);
+                std::fill(scores.row(r).data(), scores.row(r).data() + start, 0.0f);
                 std::fill(scores.row(r).data() + seen, scores.row(r).data() + n, 0.0f);
             }
             if (count == 1)
@@ -542,10 +554,9 @@ class TrainableLlama {
         linear_backward(l * 7 + 3, a.attn, a.lora[3], dx, dattn, false, g ? &g->wo : nullptr);
         RowMatrixF dq(n, a.q.cols()), dk(n, a.k.cols()), dv(n, a.v.cols());
         attention_backward(a, dattn, dq, dk, dv);
-        const std::size_t T = batch_.length;
         parallel_for(static_cast<std::size_t>(n), [&](std::size_t i) {
-            ops::rope(dq.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, i % T, inv_freq_, options_.rope_layout, -1);
-            ops::rope(dk.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, i % T, inv_freq_, options_.rope_layout, -1);
+            ops::rope(dq.row(static_cast<Eigen::Index>(i)).data(), c.n_heads, hd, batch_.position(i), inv_freq_, options_.rope_layout, -1);
+            ops::rope(dk.row(static_cast<Eigen::Index>(i)).data(), c.n_kv_heads, hd, batch_.position(i), inv_freq_, options_.rope_layout, -1);
         });
         if (g && c.qkv_bias) {
             g->bq += dq.colwise().sum().transpose();

@@ -47,6 +47,9 @@ struct TrainerConfig {
     double dpo_beta = 0.1;
     float lora_dropout = 0.0f;
     std::uint64_t seed = 0;
+    /// Pack a micro-batch's sequences into rows of at most this many tokens (attention kept inside each
+    /// sequence); 0 = one right-padded row per sequence.
+    std::size_t pack_length = 0;
 
     void validate() const {
         if (steps == 0) throw config_error("training: --steps must be at least 1");
@@ -69,7 +72,7 @@ struct TrainerConfig {
         s << objective_name(objective) << " steps=" << steps << " batch=" << batch_size << " micro=" << micro_batch << " lr=" << lr
           << " warmup=" << warmup_steps << " min_lr_ratio=" << min_lr_ratio << " betas=" << adamw.beta1 << "," << adamw.beta2
           << " eps=" << adamw.eps << " wd=" << adamw.weight_decay << " clip=" << max_grad_norm << " beta=" << dpo_beta
-          << " dropout=" << lora_dropout << " seed=" << seed;
+          << " dropout=" << lora_dropout << " seed=" << seed << " pack=" << pack_length;
         return s.str();
     }
 };
@@ -302,7 +305,7 @@ class Trainer {
                 seqs.push_back(examples_[chosen[j]]);
                 rec.tokens += seqs.back().tokens.size();
             }
-            const MaskedBatch b = MaskedBatch::from(seqs, pad_);
+            const MaskedBatch b = MaskedBatch::from(seqs, pad_, config_.pack_length);
             set_dropout_for(step, micro);
             const std::vector<double> logp = model_.forward(b.batch, b.mask);
             std::vector<double> dlogp;
@@ -323,7 +326,7 @@ class Trainer {
         for (std::size_t start = 0; start < triples_.size(); start += config_.micro_batch) {
             std::vector<std::size_t> which;
             for (std::size_t i = start; i < std::min(triples_.size(), start + config_.micro_batch); ++i) which.push_back(i);
-            const MaskedBatch b = MaskedBatch::from(triple_sequences(triples_, which), pad_);
+            const MaskedBatch b = MaskedBatch::from(triple_sequences(triples_, which), pad_, config_.pack_length);
             const std::vector<double> lp = sequence_log_probs(model_.forward(b.batch, b.mask), b);
             for (std::size_t j = 0; j < which.size(); ++j) reference_[2 * which[j]] = lp[2 * j], reference_[2 * which[j] + 1] = lp[2 * j + 1];
         }
@@ -334,7 +337,7 @@ class Trainer {
         for (std::size_t start = 0, micro = 0; start < chosen.size(); start += config_.micro_batch, ++micro) {
             const std::vector<std::size_t> which(chosen.begin() + static_cast<std::ptrdiff_t>(start),
                                                  chosen.begin() + static_cast<std::ptrdiff_t>(start + config_.micro_batch));
-            const MaskedBatch b = MaskedBatch::from(triple_sequences(triples_, which), pad_);
+            const MaskedBatch b = MaskedBatch::from(triple_sequences(triples_, which), pad_, config_.pack_length);
             for (std::size_t i : which) rec.tokens += triples_[i].prompt.size() * 2 + triples_[i].chosen.size() + triples_[i].rejected.size();
             set_dropout_for(step, micro);
             const std::vector<double> lp = sequence_log_probs(model_.forward(b.batch, b.mask), b);
