@@ -216,7 +216,7 @@ void add_align_command(CLI::App& app) {
         c.min_lr_ratio = 0.1;
         c.adamw.weight_decay = 0.0;
         c.seed = o.seed;
-        c.pack_length = 256;  // short chat examples: pack them rather than pad to the longest
+        c.pack_length = 0;  // padded rows, as measured in docs/training.md (--pack in qsafe train packs)
         tr::LoraConfig lc;
         lc.rank = o.rank;
         lc.alpha = 2.0f * static_cast<float>(o.rank);
