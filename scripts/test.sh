@@ -68,12 +68,12 @@ if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
         -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
   cmake --build build/asan -j "$jobs"
   # The longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator, sequential GPTQ and
-  # the PyTorch training references on SmolLM2)
+  # the PyTorch training references and the SIGKILL-resume training run on SmolLM2)
   # run in the Release stage only: under the sanitizers they take minutes, and the code they run
   # (GGUF reading, Q4_1 blocks, decoder, evaluator) is exercised here by the tiny-model tests and by the
   # SmolLM2 judge and tokenizer tests.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build/asan --output-on-failure -j "$jobs" \
-      -E "logits agree with llama.cpp|WikiText-2: tokenization and perplexity windows|evaluator on SmolLM2|sequential GPTQ on SmolLM2|SmolLM2 training reference"
+      -E "logits agree with llama.cpp|WikiText-2: tokenization and perplexity windows|evaluator on SmolLM2|sequential GPTQ on SmolLM2|SmolLM2 training reference|train killed with SIGKILL"
 fi
 echo "test.sh: all tests passed" >&2

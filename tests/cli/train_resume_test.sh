@@ -28,7 +28,7 @@ for objective in sft dpo; do
   # The same run, killed with SIGKILL once its first checkpoint is on disk, then resumed.
   "$qsafe" train "$objective" --data "$objective.jsonl" -o "cut_$objective.gguf" "${common[@]}" "${extra[@]}" 2> "cut_$objective.log" &
   pid=$!
-  for _ in $(seq 600); do
+  for _ in $(seq 6000); do  # up to 5 minutes (slow or busy machines)
     [ -f "cut_$objective.ckpt.gguf" ] && break
     sleep 0.05
   done
