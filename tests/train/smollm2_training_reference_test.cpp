@@ -211,7 +211,7 @@ TEST_CASE("SmolLM2 training reference: DPO log-probabilities, rewards, loss, acc
         return out;
     };
     TrainableLlama reference_model(model.model.mutable_weights(), nullptr);
-    const auto reference = pairs_of(sequence_log_probs(reference_model.forward(batch.batch, batch.mask), batch));
+    const auto reference = pairs_of(sequence_log_probs(reference_model.forward(batch.batch, batch.mask, /*for_backward=*/false), batch));
     TrainableLlama policy_model(model.model.mutable_weights(), &adapter);
     const auto policy = pairs_of(sequence_log_probs(policy_model.forward(batch.batch, batch.mask), batch));
     const DpoResult r = dpo_loss(policy, reference, beta, static_cast<double>(triples.size()));

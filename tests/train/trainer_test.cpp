@@ -4,6 +4,7 @@
 // bytes, and the errors a run stops with.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/train/adamw.hpp"
 #include "qsafe/train/trainer.hpp"
+#include "qsafe/train/training_report.hpp"
 
 using namespace qsafe;
 using namespace qsafe::train;
@@ -304,4 +306,25 @@ TEST_CASE("training input errors say what is wrong") {
     data[2].loss_mask.assign(10, 0);
     CHECK_THROWS_WITH_AS(t.set_examples(data, 0), doctest::Contains("example 2 has no response tokens"), config_error);
     CHECK_THROWS_WITH_AS(t.set_preferences(tiny_triples(2, 1), 0), doctest::Contains("given to an SFT trainer"), config_error);
+}
+
+TEST_CASE("the training record: a CSV row per step (DPO adds rewards, margin, accuracy) and an SVG of the curves") {
+    std::vector<StepRecord> history(3);
+    for (std::size_t i = 0; i < 3; ++i) {
+        history[i].step = i + 1;
+        history[i].loss = 0.7 - 0.1 * static_cast<double>(i);
+        history[i].reward_chosen = 0.1 * static_cast<double>(i);
+        history[i].reward_rejected = -0.05 * static_cast<double>(i);
+        history[i].accuracy = 0.5;
+    }
+    const std::string sft = training_csv(history, Objective::sft), dpo = training_csv(history, Objective::dpo);
+    CHECK(sft.starts_with("step,lr,loss,grad_norm,tokens,seconds\n"));
+    CHECK(std::count(sft.begin(), sft.end(), '\n') == 4);
+    CHECK(dpo.starts_with("step,lr,loss,grad_norm,tokens,seconds,reward_chosen,reward_rejected,reward_margin,accuracy\n"));
+    CHECK(dpo.find("\n3,0,0.500000,0.000000,0,0.000,0.200000,-0.100000,0.300000,0.5000\n") != std::string::npos);
+    const std::string svg = training_curves_svg(history, Objective::dpo, "a <title> & more");
+    CHECK(svg.starts_with("<svg"));
+    CHECK(std::count(svg.begin(), svg.end(), '\n') > 10);
+    CHECK(svg.find("a &lt;title&gt; &amp; more") != std::string::npos);
+    CHECK(svg.find("<polyline") != std::string::npos);
 }

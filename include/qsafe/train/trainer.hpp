@@ -327,7 +327,7 @@ class Trainer {
             std::vector<std::size_t> which;
             for (std::size_t i = start; i < std::min(triples_.size(), start + config_.micro_batch); ++i) which.push_back(i);
             const MaskedBatch b = MaskedBatch::from(triple_sequences(triples_, which), pad_, config_.pack_length);
-            const std::vector<double> lp = sequence_log_probs(model_.forward(b.batch, b.mask), b);
+            const std::vector<double> lp = sequence_log_probs(model_.forward(b.batch, b.mask, /*for_backward=*/false), b);
             for (std::size_t j = 0; j < which.size(); ++j) reference_[2 * which[j]] = lp[2 * j], reference_[2 * which[j] + 1] = lp[2 * j + 1];
         }
     }
