@@ -63,7 +63,7 @@ void check_fp32_unit(const fp32_blas::Fp32Kernels& fp32, std::mt19937& rng) {
     RowMatrixF y(tokens, n);
     fp32.gemm_nt_tile(x.data(), k, w.data(), k, y.data(), n, tokens, n, k);
     CHECK((y.cast<double>() - ref).norm() <= 1e-5 * ref.norm());
-    REQUIRE(fp32.gemm_nn_tile != nullptr);
+    REQUIRE(static_cast<bool>(fp32.gemm_nn_tile));
     const RowMatrixF wt = w.transpose();  // k × n
     RowMatrixF y_nn(tokens, n);
     fp32.gemm_nn_tile(x.data(), k, wt.data(), n, y_nn.data(), n, tokens, n, k);
