@@ -276,7 +276,7 @@ TEST_CASE("LoRA over a quantized base: products on the packed weights, gradients
     }
 }
 
-TEST_CASE("merging an adapter gives the adapted model's outputs; adapter files round-trip") {
+TEST_CASE("merging an adapter gives the adapted model's outputs and adapter files round-trip") {
     LlamaModel model(tiny_weights(43));
     LoraConfig cfg;
     cfg.rank = 4;

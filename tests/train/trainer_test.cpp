@@ -184,7 +184,7 @@ TEST_CASE("gradient accumulation over micro-batches gives the one-batch update")
     CHECK(worst < 1e-6);
 }
 
-TEST_CASE("SFT learns the masked responses; DPO separates chosen from rejected") {
+TEST_CASE("SFT learns the masked responses and DPO separates chosen from rejected") {
     LlamaWeights w = tiny_base(6);
     {
         LoraAdapter adapter = tiny_adapter(w, 8);
