@@ -15,12 +15,6 @@
 
 namespace qsafe_cli {
 
-namespace {
-void write_text(const std::filesystem::path& path, const std::string& text) {
-    qsafe::io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
-}
-}  // namespace
-
 void add_compare_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("compare", "Perplexity and KL divergence of variants against the full-precision model");
     static std::string ref = "smollm2", out_dir = "results", chat_template;
@@ -144,8 +138,8 @@ void add_compare_command(CLI::App& app) {
         if (stats) head << " Calibration: " << stats->description << ".";
         if (seq) head << " Calibration: " << seq->description << ".";
         head << "\n\n";
-        write_text(std::filesystem::path(out_dir) / "compare.md", head.str() + md.str());
-        write_text(std::filesystem::path(out_dir) / "compare.json", json.dump(2) + "\n");
+        qsafe::io::atomic_write_text(std::filesystem::path(out_dir) / "compare.md", head.str() + md.str());
+        qsafe::io::atomic_write_text(std::filesystem::path(out_dir) / "compare.json", json.dump(2) + "\n");
         std::fprintf(stderr, "[wrote %s/compare.md and compare.json]\n", out_dir.c_str());
     });
 }

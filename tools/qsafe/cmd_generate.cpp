@@ -72,7 +72,7 @@ void add_generate_command(CLI::App& app) {
                 out.push_back({{"prompt", prompts[i]}, {"prompt_ids", ids[i]}, {"generated_ids", results[i].tokens}, {"text", results[i].text},
                                {"stop", qsafe::stop_reason_name(results[i].stop)}});
             const std::string text = out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-            qsafe::io::atomic_write(a.json, [&](auto&& sink) { sink(text.data(), text.size()); });
+            qsafe::io::atomic_write_text(a.json, text);
         }
         std::fprintf(stderr,
                      "[%s, rules %s, %.3f bits/weight in linear layers; load %.1fs; prefill %zu tokens %.1f tok/s; "

@@ -36,10 +36,6 @@ std::filesystem::path train_file_beside(const std::filesystem::path& adapter, co
     return p;
 }
 
-void write_train_file(const std::filesystem::path& path, const std::string& text) {
-    qsafe::io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
-}
-
 }  // namespace
 
 void add_train_command(CLI::App& app) {
@@ -116,8 +112,8 @@ void add_train_command(CLI::App& app) {
                      adapter.parameter_count(), c.steps, c.batch_size, c.micro_batch);
         const std::string title = m.name + " — " + o.objective + " LoRA r" + std::to_string(o.rank) + " (" + o.data + ")";
         auto write_curves = [&] {
-            write_train_file(csv, tr::training_csv(trainer.history(), c.objective));
-            write_train_file(svg, tr::training_curves_svg(trainer.history(), c.objective, title));
+            qsafe::io::atomic_write_text(csv, tr::training_csv(trainer.history(), c.objective));
+            qsafe::io::atomic_write_text(svg, tr::training_curves_svg(trainer.history(), c.objective, title));
         };
         std::size_t last_checkpoint = trainer.steps_done(), tokens = 0;
         const std::size_t first_step = trainer.steps_done();

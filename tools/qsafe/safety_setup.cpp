@@ -217,7 +217,7 @@ qsafe::BitAllocation allocate_schemes(qsafe::LoadedModel& fp, const qsafe::Respo
         j["schemes"] = allocation.scheme;
         j["sensitivity"] = table.to_json();
         const std::string text = j.dump(2) + "\n";
-        qsafe::io::atomic_write(opt.report, [&](auto&& sink) { sink(text.data(), text.size()); });
+        qsafe::io::atomic_write_text(opt.report, text);
     }
     return allocation;
 }

@@ -346,7 +346,7 @@ inline ReportFiles write_report(const EvaluationMetrics& metrics, const std::fil
                                 std::string_view stem = "report") {
     std::filesystem::create_directories(directory);
     auto write = [](const std::filesystem::path& path, const std::string& text) {
-        io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
+        io::atomic_write_text(path, text);
         return path;
     };
     const std::string base(stem);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "qsafe/core/error.hpp"
@@ -43,6 +44,11 @@ void atomic_write(const std::filesystem::path& path, Produce&& produce) {
         std::filesystem::remove(temp, ignored);
         throw;
     }
+}
+
+/// The whole text as the file's new content, atomically.
+inline void atomic_write_text(const std::filesystem::path& path, std::string_view text) {
+    atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
 }
 
 }  // namespace qsafe::io

@@ -64,7 +64,7 @@ struct ResponseSet {
             j["tokens"] = s.tokens;
             text += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
         }
-        io::atomic_write(path, [&](auto&& sink) { sink(text.data(), text.size()); });
+        io::atomic_write_text(path, text);
     }
 
     /// Reads a set written by save(); every line is checked against `vocab_size` (0 = unchecked).

@@ -535,7 +535,7 @@ class TrainableLlama {
         const LayerWeights& L = w_.layers[l];
         BaseGradients::Layer* g = options_.full_gradients ? &base_grads_.layers[l] : nullptr;
         const auto n = x.rows();
-        const std::size_t d = c.d_model, hd = c.head_dim;
+        const std::size_t hd = c.head_dim;
         // MLP: x_out = x_mid + down(swiglu(gate(h2), up(h2))), h2 = norm(x_mid)
         RowMatrixF dact;
         linear_backward(l * 7 + 6, a.act, a.lora[6], dx, dact, false, g ? &g->w_down : nullptr);
@@ -568,7 +568,6 @@ class TrainableLlama {
         linear_backward(l * 7 + 1, a.h1, a.lora[1], dk, dh1, true, g ? &g->wk : nullptr);
         linear_backward(l * 7 + 2, a.h1, a.lora[2], dv, dh1, true, g ? &g->wv : nullptr);
         norm_backward(x, L.attn_norm, dh1, dx, g ? &g->attn_norm : nullptr);
-        (void)d;
     }
 
     /// dx += d/dx of norm(x)·w given d(norm output); the weight gradient (rows summed in order) into dw.
