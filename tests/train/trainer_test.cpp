@@ -275,6 +275,15 @@ TEST_CASE("a run resumed from its checkpoint ends with the same adapter bytes as
         LoraAdapter a2 = tiny_adapter(w);
         Trainer t2(w, a2, other);
         CHECK_THROWS_WITH_AS(t2.resume(dir / "ckpt.gguf"), doctest::Contains("other settings"), config_error);
+
+        // Nor the same configuration on other data (one example more, or the same count with other tokens).
+        for (std::size_t n : {11, 10}) {
+            LoraAdapter a3 = tiny_adapter(w);
+            Trainer t3(w, a3, c);
+            if (objective == Objective::sft) t3.set_examples(tiny_examples(n, n == 10 ? 60 : 6), 0);
+            else t3.set_preferences(tiny_triples(n, n == 10 ? 60 : 6), 0);
+            CHECK_THROWS_WITH_AS(t3.resume(dir / "ckpt.gguf"), doctest::Contains("other training data"), config_error);
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
@@ -123,6 +124,8 @@ class Trainer {
         examples_ = std::move(examples);
         pad_ = pad;
         data_size_ = examples_.size();
+        data_digest_ = DataDigest{};
+        for (const auto& e : examples_) data_digest_.add(e.tokens).add(e.loss_mask);
     }
 
     /// DPO data. The reference log-probabilities are those of the model as it is before the first step
@@ -138,6 +141,8 @@ class Trainer {
         triples_ = std::move(triples);
         pad_ = pad;
         data_size_ = triples_.size();
+        data_digest_ = DataDigest{};
+        for (const auto& t : triples_) data_digest_.add(t.prompt).add(t.chosen).add(t.rejected);
         reference_.clear();
     }
 
@@ -190,6 +195,7 @@ class Trainer {
         out.set("general.type", std::string(checkpoint_type));
         out.set("qsafe.train.fingerprint", config_.fingerprint());
         out.set("qsafe.train.adapter", adapter_signature());
+        out.set("qsafe.train.data", data_signature());
         out.set("qsafe.train.steps_done", static_cast<std::uint64_t>(history_.size()));
         std::string history;
         for (const auto& r : history_) history += r.serialize() + "\n";
@@ -221,6 +227,11 @@ class Trainer {
                                "\n  this run:   " + config_.fingerprint());
         if (file.get<std::string>("qsafe.train.adapter") != adapter_signature())
             throw config_error(where + ": the checkpoint's adapter (targets, rank, alpha) differs from this run's");
+        // The data order is a function of (seed, step) over the data set: other data would silently continue
+        // a different run.
+        if (const auto data = file.get_optional<std::string>("qsafe.train.data").value_or("(none recorded)"); data != data_signature())
+            throw config_error(where + ": the checkpoint was written for other training data:\n  checkpoint: " + data +
+                               "\n  this run:   " + data_signature());
         std::vector<StepRecord> history;
         std::istringstream lines(file.get<std::string>("qsafe.train.history"));
         for (std::string line; std::getline(lines, line);)
@@ -368,6 +379,24 @@ class Trainer {
     std::vector<double> reference_;  // chosen, rejected per triple
     std::int32_t pad_ = 0;
     std::size_t data_size_ = 0;
+    /// FNV-1a over every token and mask value of the data, in order: checkpoints name the data they belong to.
+    struct DataDigest {
+        std::uint64_t h = 1469598103934665603ull;
+        template <class T>
+        DataDigest& add(const std::vector<T>& values) {
+            mix(values.size());
+            for (const T v : values) mix(static_cast<std::uint64_t>(static_cast<std::make_unsigned_t<T>>(v)));
+            return *this;
+        }
+        void mix(std::uint64_t v) {
+            for (int b = 0; b < 8; ++b, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
+        }
+    } data_digest_;
+    std::string data_signature() const {
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(data_digest_.h));
+        return std::to_string(data_size_) + (config_.objective == Objective::sft ? " examples" : " triples") + ", digest " + hex;
+    }
     std::vector<std::size_t> order_;
     std::size_t order_epoch_ = 0;
     std::vector<StepRecord> history_;
