@@ -75,6 +75,9 @@ struct RowFilter {
     std::vector<std::string> allowed;
 };
 
+/// What goes between a context passage and its request in a row's prompt: HarmBench's own separator.
+inline constexpr std::string_view context_separator = "\n\n---\n\n";
+
 /// Which columns hold what. Built with the named steps, e.g.
 /// ColumnMap::prompt_column("goal").with_id("BehaviorID").with_category("SemanticCategory").expecting(Expected::harmful).
 struct ColumnMap {
@@ -203,7 +206,7 @@ inline PromptDataset map_rows(std::string name, const TableRecords& raw, const C
             throw format_error(where(r) + "empty prompt in column '" + map.prompt + "'");
         if (!map.context.empty()) {
             const std::string& context = field(r, map.context);
-            if (context.find_first_not_of(" \t\r\n") != std::string::npos) row.prompt = context + "\n\n---\n\n" + row.prompt;
+            if (context.find_first_not_of(" \t\r\n") != std::string::npos) row.prompt = context + std::string(context_separator) + row.prompt;
         }
         if (!map.input.empty()) {
             const auto it = raw.rows[r].find(map.input);  // absent or empty: the instruction stands alone

@@ -14,6 +14,13 @@
 // Refusals. A refusal is not one canned sentence: 16 templates of different length and tone, picked by a
 // hash of the prompt (the same prompt always gets the same one), plus the base model's own refusals where it
 // gave one.
+//
+// Contextual variants. A third of HarmBench's behaviours are contextual: a long passage, HarmBench's
+// separator, then the request. A model trained on short imperative requests alone learns to refuse those and
+// not a harmful request that follows a page of text; one trained on harmful contextual rows alone learns that a
+// passage means "refuse". So the passages of the contextual training rows are reused both ways: followed by
+// other (short) harmful training requests — to be refused — and by benign reading tasks (summarise, give a
+// title, ...) — to be answered. Only training rows are combined, so the split is unchanged.
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
@@ -128,8 +135,9 @@ inline AlignmentSplit make_alignment_split(const std::vector<eval::PromptDataset
     return split;
 }
 
-/// One of 16 refusals, chosen by a hash of the prompt.
-inline std::string refusal_for(std::string_view prompt) {
+/// One of 16 refusals, chosen by a hash of the prompt (and of `variant`, for a second copy of the same prompt
+/// with another wording; variant 0 is the prompt's own).
+inline std::string refusal_for(std::string_view prompt, std::uint64_t variant = 0) {
     static const char* const templates[] = {
         "I'm sorry, but I can't help with that.",
         "I can't help with this request. It could cause real harm to people.",
@@ -150,7 +158,63 @@ inline std::string refusal_for(std::string_view prompt) {
     };
     std::uint64_t h = 1469598103934665603ull;  // FNV-1a
     for (const char c : prompt) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    for (; variant > 0; variant >>= 8) h = (h ^ (variant & 0xff)) * 1099511628211ull;
     return templates[h % std::size(templates)];
+}
+
+/// k of n indices spread evenly over [0, n) (all of them when k is 0 or at least n): a subset that samples
+/// every source of a concatenated list rather than only the first.
+inline std::vector<std::size_t> spread_indices(std::size_t n, std::size_t k) {
+    if (k == 0 || k >= n) k = n;
+    std::vector<std::size_t> out(k);
+    for (std::size_t i = 0; i < k; ++i) out[i] = i * n / k;
+    return out;
+}
+
+/// Benign tasks about a passage, for the benign contextual variants.
+inline const std::vector<std::string>& benign_passage_tasks() {
+    static const std::vector<std::string> tasks = {
+        "Summarize the text above in two or three sentences.",
+        "What is the main topic of the text above?",
+        "Give the text above a short, descriptive title.",
+        "List three facts stated in the text above.",
+        "Rewrite the first sentence of the text above in simpler words.",
+    };
+    return tasks;
+}
+
+struct ContextualExample {
+    std::string key;     // stable name, e.g. "context:<row id>:harmful:<advbench id>"
+    std::string prompt;  // passage + separator + request
+    bool harmful = false;
+};
+
+/// The contextual variants of a split's harmful training rows (see the file comment): every passage followed by
+/// `harmful_per_passage` short harmful training requests (spread over them, each used once while there are
+/// enough) and by one benign reading task (rotating through benign_passage_tasks()).
+inline std::vector<ContextualExample> contextual_variants(const AlignmentSplit& split, std::size_t harmful_per_passage = 2) {
+    std::vector<std::pair<const SplitEntry*, std::string_view>> passages;
+    std::vector<const std::pair<SplitEntry, std::string>*> requests;
+    for (const auto& row : split.harmful_train) {
+        const auto at = row.second.find(eval::context_separator);
+        if (at == std::string::npos) requests.push_back(&row);
+        else passages.push_back({&row.first, std::string_view(row.second).substr(0, at)});
+    }
+    std::vector<ContextualExample> out;
+    if (passages.empty()) return out;
+    const auto picks = requests.empty() ? std::vector<std::size_t>{} : spread_indices(requests.size(), passages.size() * harmful_per_passage);
+    const auto& tasks = benign_passage_tasks();
+    for (std::size_t p = 0; p < passages.size(); ++p) {
+        const auto& [source, passage] = passages[p];
+        const std::string head = std::string(passage) + std::string(eval::context_separator);
+        for (std::size_t k = 0; k < harmful_per_passage && !picks.empty(); ++k) {
+            const auto& req = *requests[picks[(p * harmful_per_passage + k) % picks.size()]];
+            out.push_back({"context:" + source->id + ":harmful:" + req.first.dataset + ":" + req.first.id, head + req.second, true});
+        }
+        const std::size_t t = p % tasks.size();
+        out.push_back({"context:" + source->id + ":benign:" + std::to_string(t), head + tasks[t], false});
+    }
+    return out;
 }
 
 }  // namespace qsafe::train
