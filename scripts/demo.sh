@@ -36,7 +36,7 @@ echo "== building the qsafe tool" >&2
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j "$jobs" --target qsafe_cli
 
-# The safety-aligned SmolLM2 (docs/training.md; made once, ~36 min on 2 cores, then cached): the parent whose safety
+# The safety-aligned SmolLM2 (docs/training.md; made once, ~45 min on 2 cores, then cached): the parent whose safety
 # quantization can break. Without the shared datasets it cannot be made: the demo then evaluates the base.
 parent="$model"
 variants="fp,int4-g128-asym:rtn,int2-g32-asym:rtn,int4-g128-asym:gptq"
