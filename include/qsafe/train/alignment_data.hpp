@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "qsafe/core/fnv1a.hpp"
 #include "qsafe/eval/dataset.hpp"
 
 namespace qsafe::train {
@@ -156,10 +157,10 @@ inline std::string refusal_for(std::string_view prompt, std::uint64_t variant = 
         "I'm not going to help with this. It's harmful, and I don't assist with harmful activities.",
         "I apologize, but I can't help with that request.",
     };
-    std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-    for (const char c : prompt) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-    for (; variant > 0; variant >>= 8) h = (h ^ (variant & 0xff)) * 1099511628211ull;
-    return templates[h % std::size(templates)];
+    Fnv1a h;
+    h.bytes(prompt);
+    for (; variant > 0; variant >>= 8) h.byte(static_cast<std::uint8_t>(variant & 0xff));
+    return templates[h.value % std::size(templates)];
 }
 
 /// k of n indices spread evenly over [0, n) (all of them when k is 0 or at least n): a subset that samples

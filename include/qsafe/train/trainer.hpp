@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/fnv1a.hpp"
 #include "qsafe/io/gguf.hpp"
 #include "qsafe/train/adamw.hpp"
 #include "qsafe/train/objectives.hpp"
@@ -381,20 +382,17 @@ class Trainer {
     std::size_t data_size_ = 0;
     /// FNV-1a over every token and mask value of the data, in order: checkpoints name the data they belong to.
     struct DataDigest {
-        std::uint64_t h = 1469598103934665603ull;
+        Fnv1a h;
         template <class T>
         DataDigest& add(const std::vector<T>& values) {
-            mix(values.size());
-            for (const T v : values) mix(static_cast<std::uint64_t>(static_cast<std::make_unsigned_t<T>>(v)));
+            h.u64(values.size());
+            for (const T v : values) h.u64(static_cast<std::uint64_t>(static_cast<std::make_unsigned_t<T>>(v)));
             return *this;
-        }
-        void mix(std::uint64_t v) {
-            for (int b = 0; b < 8; ++b, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
         }
     } data_digest_;
     std::string data_signature() const {
         char hex[17];
-        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(data_digest_.h));
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(data_digest_.h.value));
         return std::to_string(data_size_) + (config_.objective == Objective::sft ? " examples" : " triples") + ", digest " + hex;
     }
     std::vector<std::size_t> order_;
