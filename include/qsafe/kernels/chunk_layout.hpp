@@ -9,6 +9,9 @@
 //   crumb (2, 3-bit):    one 8-byte low plane broadcast to four 64-bit lanes shifted by 0, 2, 4, 6:
 //                         p -> unit (p % 8) / 4, code (p % 4) + 4 * (p / 8).
 // High planes (5, 6 and 3-bit) are expanded into the low plane's order inside the decoder.
+// The 512-bit integer kernel (kernels/paired_integer_tile_kernel.hpp) takes two chunks c, c + 1 per register
+// in "pair order": 16-position quarters [c 0-15, c+1 0-15, c 16-31, c+1 16-31] of the two chunks' orders
+// above, so that a 4-bit pair decodes with one broadcast load, one shift and one mask.
 #include <cstddef>
 
 namespace qsafe::kernels {
@@ -38,5 +41,9 @@ constexpr int chunk_position(ChunkOrder order, int index) noexcept {
         if (chunk_source(order, p) == index) return p;
     return -1;
 }
+
+/// Position, within a pair of chunks in pair order, of chunk-order position p (0..31) of the pair's chunk k
+/// (0: the first, 1: the second).
+constexpr int pair_position(int k, int p) noexcept { return ((p / 16) * 2 + k) * 16 + p % 16; }
 
 }  // namespace qsafe::kernels

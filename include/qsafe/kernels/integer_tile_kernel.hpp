@@ -25,14 +25,14 @@ namespace qsafe::kernels {
 #if XSIMD_WITH_AVX2
 namespace detail {
 
-/// For 8-bit codes: out[n] = sum_g s_g * (z_g - 128) * group_sums(n0 + n)[g] for row r and every vector of
-/// the batch tile (the zero-point term), each group's coefficient computed once per row and tile.
-template <class Arch, QuantScheme S, int BatchTile, class Code>
-void eight_bit_code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const QuantizedActivations<Code>& a,
-                               std::size_t n0, float (&out)[BatchTile]) noexcept {
+/// The zero-point term of row r for every vector of the batch tile, for codes used in the integer product
+/// as q - Offset: out[n] = sum_g s_g * (z_g - Offset) * group_sums(n0 + n)[g], each group's coefficient
+/// computed once per row and tile.
+template <class Arch, QuantScheme S, int Offset, int BatchTile, class Code>
+void code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const QuantizedActivations<Code>& a, std::size_t n0,
+                     float (&out)[BatchTile]) noexcept {
     using x86::f8;
-    static_assert(S::bits == 8, "codes of fewer bits carry their zero point in the integer product");
-    constexpr float offset = static_cast<float>(x86::int8_code_offset<S::bits>);
+    constexpr float offset = static_cast<float>(Offset);
     constexpr float symmetric_zero = static_cast<float>(S::levels / 2);
     const std::size_t groups = w.groups_per_row;
     const auto* scales = w.scales.data() + r * groups;
@@ -54,6 +54,42 @@ void eight_bit_code_zero_terms(const QuantizedMatrix<S>& w, std::size_t r, const
     }
 }
 
+/// Which weight group each 32-code chunk of a row belongs to, and the scales of eight consecutive chunks as
+/// one vector. Chunks per group are 1, 2 or 4 for the usual group sizes (32, 64, 128), or the whole row per
+/// channel: then chunk c's group is c >> shift and the eight scales of a window are one permute of a load.
+template <QuantScheme S>
+struct ChunkGroups {
+    std::size_t per_group;
+    std::size_t groups;
+    bool one_group;
+    bool shiftable;
+    int shift;
+    __m256i lane_group;  // lane k's offset from the window's first group to its chunk's group
+
+    ChunkGroups(const QuantizedMatrix<S>& w, std::size_t chunks_per_group) noexcept
+        : per_group(chunks_per_group),
+          groups(w.groups_per_row),
+          one_group(groups == 1),
+          shiftable(one_group || std::has_single_bit(per_group)),
+          shift(one_group || !shiftable ? 0 : std::countr_zero(per_group)),
+          lane_group(one_group ? _mm256_setzero_si256()
+                               : _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), shift)) {}
+
+    std::size_t of(std::size_t c) const noexcept { return one_group ? 0 : shiftable ? c >> shift : c / per_group; }
+
+    /// The weight scales of chunks c0 .. c0 + count - 1 (count <= 8) of `row`, lanes beyond count zero or
+    /// repeated. Built in registers (scalar stores then a vector load would stall store forwarding on every
+    /// tile); near the end of the scale buffer, one scale at a time.
+    x86::f8 scales8(const QuantizedMatrix<S>& w, std::size_t row, std::size_t c0, std::size_t count) const noexcept {
+        const std::size_t first_scale = row * groups + of(c0);
+        if (shiftable && first_scale + x86::f8::size <= w.scales.size())
+            return _mm256_permutevar8x32_ps(x86::load_scales8(w.scales.data() + first_scale), lane_group);
+        alignas(32) float chunk_scale[x86::f8::size] = {};
+        for (std::size_t k = 0; k < count; ++k) chunk_scale[k] = x86::load_scale(w.scales[first_scale + of(c0 + k) - of(c0)]);
+        return x86::f8::load_aligned(chunk_scale);
+    }
+};
+
 }  // namespace detail
 
 /// y(n0 + n, r0 + r) = row (r0 + r) . activation (n0 + n), without outliers, for r < RowTile, n < BatchTile.
@@ -69,7 +105,6 @@ void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedAc
     const std::size_t chunks = a.chunks;
     const std::size_t full_chunks = w.padded_cols / chunk_codes;
     const std::size_t per_group = a.chunks_per_group;
-    const std::size_t groups = w.groups_per_row;
 
     x86::RowChunks<bits> rows[RowTile];
     for (int r = 0; r < RowTile; ++r) rows[r] = x86::RowChunks<bits>(w.row_codes(r0 + static_cast<std::size_t>(r)), w.padded_cols);
@@ -78,41 +113,17 @@ void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedAc
     for (auto& row : acc)
         for (auto& v : row) v = f8(0.0f);
 
-    // Chunks per group are 1, 2 or 4 for the usual group sizes (32, 64, 128), or the whole row per channel:
-    // then chunk c's group is c >> group_shift and the eight scales of a window are one permute of a load.
-    const bool one_group = groups == 1;
-    const bool shiftable = one_group || std::has_single_bit(per_group);
-    const int group_shift = one_group || !shiftable ? 0 : std::countr_zero(per_group);
-    const auto group_of = [&](std::size_t c) noexcept {
-        return one_group ? std::size_t{0} : shiftable ? c >> group_shift : c / per_group;
-    };
-    const std::size_t scale_count = w.scales.size();
+    const detail::ChunkGroups<S> chunk_groups(w, per_group);
     for (std::size_t c0 = 0; c0 < chunks; c0 += f8::size) {
         const std::size_t count = std::min<std::size_t>(f8::size, chunks - c0);
-        const std::size_t g0 = group_of(c0);
-        // Lane k's offset from g0 to its chunk's group: a permutation index shared by the rows of the tile.
-        const __m256i lane_group = one_group ? _mm256_setzero_si256()
-                                             : _mm256_srli_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                                 group_shift);
         alignas(32) float factor[RowTile][BatchTile][f8::size];
         std::uint8_t zero[RowTile][f8::size];
         for (int r = 0; r < RowTile; ++r) {
             const std::size_t row = r0 + static_cast<std::size_t>(r);
-            const std::size_t first_scale = row * groups + g0;
-            // Each chunk's group scale, built in registers (scalar stores then a vector load would stall
-            // store forwarding on every tile); near the end of the scale buffer, one scale at a time.
-            f8 s;
-            if (shiftable && first_scale + f8::size <= scale_count) {
-                s = _mm256_permutevar8x32_ps(x86::load_scales8(w.scales.data() + first_scale), lane_group);
-            } else {
-                alignas(32) float chunk_scale[f8::size] = {};
-                for (std::size_t k = 0; k < count; ++k)
-                    chunk_scale[k] = x86::load_scale(w.scales[first_scale + group_of(c0 + k) - g0]);
-                s = f8::load_aligned(chunk_scale);
-            }
+            const f8 s = chunk_groups.scales8(w, row, c0, count);
             for (std::size_t k = 0; k < count; ++k)
                 zero[r][k] = static_cast<std::uint8_t>(
-                    S::asymmetric ? w.zero_point(row, group_of(c0 + k)) : S::levels / 2);
+                    S::asymmetric ? w.zero_point(row, chunk_groups.of(c0 + k)) : S::levels / 2);
             for (int n = 0; n < BatchTile; ++n)
                 (s * f8::load_unaligned(&a.d[(n0 + static_cast<std::size_t>(n)) * chunks + c0])).store_aligned(factor[r][n]);
         }
@@ -142,7 +153,7 @@ void integer_tile(const QuantizedMatrix<S>& w, std::size_t r0, const QuantizedAc
         const std::size_t rr = r0 + static_cast<std::size_t>(r);
         float zero_terms[BatchTile] = {};
         if constexpr (S::bits == 8 && (S::asymmetric || S::levels / 2 != x86::int8_code_offset<8>))
-            detail::eight_bit_code_zero_terms<Arch>(w, rr, a, n0, zero_terms);
+            detail::code_zero_terms<Arch, S, x86::int8_code_offset<8>>(w, rr, a, n0, zero_terms);
         for (int n = 0; n < BatchTile; ++n) y(n0 + static_cast<std::size_t>(n), rr) = xsimd::hadd(acc[r][n]) - zero_terms[n];
     }
 }

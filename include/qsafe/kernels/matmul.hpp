@@ -7,7 +7,8 @@
 // (qsafe::shape_error); the kernels never throw. Work is split over output rows with core/parallel.hpp in
 // static, 4-row aligned ranges, and each output is computed by one thread with the same instructions
 // whatever the thread count, so results are bit-identical for any number of threads.
-// Kernels (kernels/*_kernel.hpp): an integer kernel (int16 or int8 activations) for uniform grids and an exact fp32
+// Kernels (kernels/*_kernel.hpp): an integer kernel (int16 or int8 activations) for uniform grids — on AVX-512BW
+// for 4- and 8-bit codes one working on pairs of chunks in 512-bit registers — and an exact fp32
 // kernel for every codebook on x86 (AVX2, AVX-512BW) when groups are whole 32-code chunks, an exact fp32
 // kernel on dequantized row tiles for large batches there, and a portable xsimd kernel otherwise. Weights
 // are read once per call: a tile of rows is finished for the whole batch before the next tile is touched.
@@ -29,6 +30,7 @@
 #include "qsafe/kernels/matmul_options.hpp"
 #include "qsafe/kernels/matmul_shapes.hpp"
 #include "qsafe/kernels/outlier_product.hpp"
+#include "qsafe/kernels/paired_integer_tile_kernel.hpp"
 #include "qsafe/kernels/portable_kernel.hpp"
 
 namespace qsafe {
@@ -115,10 +117,16 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
         const KernelPath path = kernel_path_for<Arch, S>(options, x.rows);
         auto integer_product = [&]<class Code>(QuantizedActivations<Code>& acts) {
             const std::size_t chunks = (x.cols + chunk_codes - 1) / chunk_codes;
-            quantize_activations<Arch>(x, order, S::per_channel ? chunks : S::group_size / chunk_codes, w.groups_per_row, acts);
+            constexpr bool pairs = runs_pair_kernel<Arch, S, Code>();
+            quantize_activations<Arch>(x, order, S::per_channel ? chunks : S::group_size / chunk_codes, w.groups_per_row, acts,
+                                       pairs ? paired_chunk_count(w) : 0);
             parallel_for_ranges(w.rows, row_grain, [&](std::size_t begin, std::size_t end) {
                 run_tiles(begin, end, x.rows, [&]<int RowTile, int BatchTile>(std::size_t r0, std::size_t n0) {
-                    integer_tile<Arch, S, RowTile, BatchTile>(w, r0, acts, n0, y);
+#if QSAFE_HAS_X86_PAIR_KERNEL
+                    if constexpr (pairs) paired_integer_tile<Arch, S, RowTile, BatchTile>(w, r0, acts, n0, y);
+                    else
+#endif
+                        integer_tile<Arch, S, RowTile, BatchTile>(w, r0, acts, n0, y);
                 });
                 add_outlier_products<Arch>(w, begin, end, x, y);
             });

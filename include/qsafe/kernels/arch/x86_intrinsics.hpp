@@ -1,6 +1,7 @@
 #pragma once
-// The only qsafe file with raw x86 intrinsics: decoding of packed code chunks into bytes, integer dot
-// products of codes with int8 or int16 activations, table lookups and fp16 loads for the x86 quantized kernels.
+// qsafe's raw x86 intrinsics (with their 512-bit half, x86_avx512_intrinsics.hpp): decoding of packed code
+// chunks into bytes, integer dot products of codes with int8 or int16 activations, table lookups and fp16
+// loads for the x86 quantized kernels.
 // Everything is compiled only when the translation unit targets AVX2 (or AVX-512BW, whose flags imply it);
 // `has_x86_kernels<Arch>` tells the kernels whether this path exists, and they fall back to the portable
 // xsimd kernel otherwise. VNNI (`vpdpbusd`, `vpdpwssd`) replaces maddubs + madd (madd + add) when the compiler targets it.
