@@ -31,10 +31,15 @@ qsafe::LoadedModel* model_for(const std::string& scheme) {
     return slot.get();
 }
 
+// Activations, argument "act": 0 fp32 (the exact path, the model's default), 1 automatic (int16 on the integer
+// path), 2 int8 (opt-in; what llama.cpp's quantized products use).
 void set_mode(benchmark::State& state) {
+    using AP = qsafe::ActivationPrecision;
     qsafe::set_num_threads(static_cast<int>(state.range(1)));
-    qsafe::set_activation_precision(state.range(2) ? qsafe::ActivationPrecision::automatic : qsafe::ActivationPrecision::fp32);
-    state.SetLabel(std::string(schemes[state.range(0)]) + (state.range(2) ? " int16-act" : " fp32-act"));
+    const AP precision = state.range(2) == 2 ? AP::int8 : state.range(2) == 1 ? AP::automatic : AP::fp32;
+    qsafe::set_activation_precision(precision);
+    state.SetLabel(std::string(schemes[state.range(0)]) +
+                   (precision == AP::int8 ? " int8-act" : precision == AP::automatic ? " int16-act" : " fp32-act"));
 }
 
 /// One 128-token prompt through an empty cache (GEMM kernels).
@@ -120,10 +125,10 @@ void batch_args(benchmark::internal::Benchmark* b) {
 }
 
 void args(benchmark::internal::Benchmark* b) {
-    b->ArgNames({"scheme", "threads", "int16act"});
+    b->ArgNames({"scheme", "threads", "act"});
     for (int s = 0; s < scheme_count; ++s)
         for (int t : {1, 2})
-            for (int a : {0, 1})
+            for (int a : {0, 1, 2})
                 if (s > 0 || a == 0) b->Args({s, t, a});
     b->UseRealTime()->Unit(benchmark::kMillisecond);
 }

@@ -45,8 +45,10 @@ inline bool close_to_fp32_oracle(const RowMatrixF& y, const RowMatrixF& y_eigen,
 template <class Arch, QuantScheme S>
 double tolerance_for(const MatmulOptions& options, std::size_t batch) {
     switch (kernels::kernel_path_for<Arch, S>(options, batch)) {
-        case kernels::KernelPath::int8_chunks: return int8_tolerance;
-        case kernels::KernelPath::int16_chunks: return int16_tolerance;
+        case kernels::KernelPath::int8_chunks:
+        case kernels::KernelPath::int8_chunk_pairs: return int8_tolerance;
+        case kernels::KernelPath::int16_chunks:
+        case kernels::KernelPath::int16_chunk_pairs: return int16_tolerance;
         default: return fp32_tolerance;
     }
 }
@@ -54,7 +56,8 @@ double tolerance_for(const MatmulOptions& options, std::size_t batch) {
 template <class Arch, QuantScheme S>
 bool quantizes_activations(const MatmulOptions& options, std::size_t batch) {
     const auto path = kernels::kernel_path_for<Arch, S>(options, batch);
-    return path == kernels::KernelPath::int8_chunks || path == kernels::KernelPath::int16_chunks;
+    return path == kernels::KernelPath::int8_chunks || path == kernels::KernelPath::int16_chunks ||
+           path == kernels::KernelPath::int8_chunk_pairs || path == kernels::KernelPath::int16_chunk_pairs;
 }
 
 /// Every kernel a product can take: each activation precision with the default batch rule, and fp32 forced

@@ -64,9 +64,16 @@ TEST_CASE("pair kernel: whole pairs of whole chunks, and the schemes that take i
     CHECK_FALSE(kernels::runs_pair_kernel<xsimd::avx2, builtin::Int4G32Sym, std::int8_t>());
     CHECK_FALSE(kernels::runs_pair_kernel<xsimd::avx512bw, builtin::Int4G128, std::int8_t>());
     CHECK_FALSE(kernels::runs_pair_kernel<xsimd::avx512bw, builtin::Int8PcSym, std::int16_t>());
+#if XSIMD_WITH_AVX2
+    CHECK(kernels::kernel_path<xsimd::avx2, builtin::Int4G32Sym>(ActivationPrecision::int8) == kernels::KernelPath::int8_chunks);
+#endif
 #if QSAFE_HAS_X86_PAIR_KERNEL
     CHECK(kernels::runs_pair_kernel<xsimd::avx512bw, builtin::Int4G32Sym, std::int8_t>());
     CHECK(kernels::runs_pair_kernel<xsimd::avx512bw, builtin::Int4G128Sym, std::int16_t>());
+    CHECK(kernels::kernel_path<xsimd::avx512bw, builtin::Int4G32Sym>(ActivationPrecision::automatic) ==
+          kernels::KernelPath::int16_chunk_pairs);
+    CHECK(kernels::kernel_path<xsimd::avx512bw, builtin::Int4G32Sym>(ActivationPrecision::int8) ==
+          kernels::KernelPath::int8_chunk_pairs);
     MESSAGE("this build's default arch runs the pair kernel for int4 symmetric grids");
 #else
     CHECK_FALSE(kernels::runs_pair_kernel<xsimd::avx512bw, builtin::Int4G32Sym, std::int8_t>());

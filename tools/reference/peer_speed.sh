@@ -42,15 +42,17 @@ for f in "$model" "$dir/smollm2-Q4_0.gguf" "$dir/smollm2-Q8_0.gguf" "$dir/smollm
             if (p>0) pp=ts; else tg=ts} END {printf "| %s | %.1f | %.1f |\n", name, pp, tg}'
 done
 bench="$root/build/release/bench/bench_decode"
-run_qsafe() {  # label, model file, scheme index, activations (0 fp32, 1 automatic/int16)
-  QSAFE_MODEL="$2" "$bench" --benchmark_filter="bm_(prefill|decode)/scheme:$3/threads:$threads/int16act:$4/" \
+run_qsafe() {  # label, model file, scheme index, activations (0 fp32, 1 automatic/int16, 2 int8)
+  QSAFE_MODEL="$2" "$bench" --benchmark_filter="bm_(prefill|decode)/scheme:$3/threads:$threads/act:$4/" \
     --benchmark_min_time=1 --benchmark_format=csv 2>/dev/null |
     awk -F, -v name="$1" '/bm_prefill/ {pp=$0} /bm_decode/ {tg=$0} END {
       split(pp,a,","); split(tg,b,","); printf "| %s | %.1f | %.1f |\n", name, a[7], b[7]}'
 }
 run_qsafe "qsafe smollm2-Q4_0.gguf as stored, fp32 activations" "$dir/smollm2-Q4_0.gguf" 4 0
 run_qsafe "qsafe smollm2-Q4_0.gguf as stored, int16 activations" "$dir/smollm2-Q4_0.gguf" 4 1
+run_qsafe "qsafe smollm2-Q4_0.gguf as stored, int8 activations" "$dir/smollm2-Q4_0.gguf" 4 2
 run_qsafe "qsafe smollm2-Q8_0.gguf as stored, int16 activations" "$dir/smollm2-Q8_0.gguf" 4 1
+run_qsafe "qsafe smollm2-Q8_0.gguf as stored, int8 activations" "$dir/smollm2-Q8_0.gguf" 4 2
 run_qsafe "qsafe fp32" "$model" 0 0
 run_qsafe "qsafe int4-g128-asym (from Q4_1), int16 activations" "$model" 2 1
 run_qsafe "qsafe int8-pc-sym (from Q4_1), int16 activations" "$model" 1 1

@@ -44,15 +44,19 @@ concept XsimdArch = requires {
 
 namespace kernels {
 
-enum class KernelPath { int16_chunks, int8_chunks, fp32_chunks, dequantized_tiles, portable };
+/// The integer paths' `_pairs` forms are the 512-bit kernel on two chunks per register
+/// (kernels/paired_integer_tile_kernel.hpp): the same arithmetic and accuracy as the 256-bit one.
+enum class KernelPath { int16_chunks, int8_chunks, int16_chunk_pairs, int8_chunk_pairs, fp32_chunks, dequantized_tiles, portable };
 
 /// The per-vector kernel a product of this scheme runs on Arch with the given activation precision (small
 /// batches; see kernel_path_for for the batch-dependent choice).
 template <class Arch, QuantScheme S>
 constexpr KernelPath kernel_path(ActivationPrecision precision) noexcept {
     if constexpr (has_x86_kernels<Arch> && (S::per_channel || S::group_size % chunk_codes == 0)) {
-        if (S::uniform && precision == ActivationPrecision::int8) return KernelPath::int8_chunks;
-        if (S::uniform && precision != ActivationPrecision::fp32) return KernelPath::int16_chunks;
+        if (S::uniform && precision == ActivationPrecision::int8)
+            return runs_pair_kernel<Arch, S, std::int8_t>() ? KernelPath::int8_chunk_pairs : KernelPath::int8_chunks;
+        if (S::uniform && precision != ActivationPrecision::fp32)
+            return runs_pair_kernel<Arch, S, std::int16_t>() ? KernelPath::int16_chunk_pairs : KernelPath::int16_chunks;
         return KernelPath::fp32_chunks;
     } else {
         (void)precision;
@@ -76,6 +80,8 @@ constexpr const char* kernel_path_name(KernelPath p) noexcept {
         case KernelPath::dequantized_tiles: return "dequantized-tiles";
         case KernelPath::int16_chunks: return "int16-chunks";
         case KernelPath::int8_chunks: return "int8-chunks";
+        case KernelPath::int16_chunk_pairs: return "int16-chunk-pairs";
+        case KernelPath::int8_chunk_pairs: return "int8-chunk-pairs";
         case KernelPath::fp32_chunks: return "fp32-chunks";
         default: return "portable";
     }
@@ -141,10 +147,10 @@ void run_matmul(const QuantizedMatrix<S>& w, ConstMatrixView x, MatrixView y, co
                 dequantized_rows<Arch>(w, begin, end, acts, tile, y);
                 add_outlier_products<Arch>(w, begin, end, x, y);
             });
-        } else if (path == KernelPath::int16_chunks) {
+        } else if (path == KernelPath::int16_chunks || path == KernelPath::int16_chunk_pairs) {
             Int16Activations acts;
             integer_product(acts);
-        } else if (path == KernelPath::int8_chunks) {
+        } else if (path == KernelPath::int8_chunks || path == KernelPath::int8_chunk_pairs) {
             Int8Activations acts;
             integer_product(acts);
         } else {
