@@ -67,13 +67,14 @@ if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1" -DQSAFE_SANITIZE=ON -DQSAFE_NATIVE=OFF \
         -DQSAFE_BUILD_EXAMPLES=OFF -DQSAFE_BUILD_BENCH=OFF >/dev/null
   cmake --build build/asan -j "$jobs"
-  # The longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator, sequential GPTQ and
-  # the PyTorch training references and the SIGKILL-resume training run on SmolLM2)
-  # run in the Release stage only: under the sanitizers they take minutes, and the code they run
-  # (GGUF reading, Q4_1 blocks, decoder, evaluator) is exercised here by the tiny-model tests and by the
-  # SmolLM2 judge and tokenizer tests.
+  # The longest real-model runs (llama.cpp logits, WikiText-2 perplexity, the evaluator, sequential GPTQ,
+  # HQQ, the safety data and int16-activation checks, the PyTorch training references and the SIGKILL-resume
+  # training run on SmolLM2) run in the Release stage only: under the sanitizers they take minutes (the whole
+  # CI took 67 min on a 2-core Zen 3 with HQQ, safety data and int16 activations still here), and the code they run (GGUF reading, Q4_1
+  # blocks, decoder, HQQ, evaluator) is exercised here by the tiny-model tests and by the SmolLM2 judge and
+  # tokenizer tests.
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build/asan --output-on-failure -j "$jobs" \
-      -E "logits agree with llama.cpp|WikiText-2: tokenization and perplexity windows|evaluator on SmolLM2|sequential GPTQ on SmolLM2|SmolLM2 training reference|train killed with SIGKILL"
+      -E "logits agree with llama.cpp|WikiText-2: tokenization and perplexity windows|evaluator on SmolLM2|sequential GPTQ on SmolLM2|HQQ on SmolLM2|safety data on SmolLM2|SmolLM2 int4-g128: int16 activations|SmolLM2 training reference|train killed with SIGKILL"
 fi
 echo "test.sh: all tests passed" >&2
