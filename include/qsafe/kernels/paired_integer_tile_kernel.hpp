@@ -11,8 +11,8 @@
 // chunks' factors spread over the lanes: about a third of the 256-bit kernel's instructions per code, which
 // is what decoding at batch 1 is bound by once the weights stream at memory speed.
 // Chunks outside whole pairs (an odd last chunk, a half chunk) run through 256-bit registers.
-// Measured against the 256-bit kernel in the same unit (one thread, 1536 x 576 and 576 x 1536, batch 1, AMD
-// EPYC Zen 4): 1.8x with int8 activations, 1.35x with int16. Asymmetric grids (a zero point per group, loaded
+// Measured against the 256-bit kernel in the same binary (one thread, 1536 x 576 and 576 x 1536, batch 1, AMD
+// EPYC Zen 4; docs/benchmarks.md): 1.8x with int8 activations, 1.35-1.47x with int16. Asymmetric grids (a zero point per group, loaded
 // and spread per window of chunks: 0.7-0.9x) and 8-bit codes (a lane shuffle per pair: 0.5-1.0x) were tried
 // the same way and were slower than the 256-bit kernel, so they stay there.
 #include <algorithm>
