@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <unistd.h>
@@ -123,6 +124,36 @@ TEST_CASE("tiny Llama: scheme rules put each tensor under its scheme, and quanti
     CHECK(rel > 0.0);
     CHECK(rel < 0.2);
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("HF config.json: zero, negative, non-integer and absurd counts are named errors, not crashes or huge sizes") {
+    const nlohmann::json good = {{"architectures", {"LlamaForCausalLM"}}, {"num_hidden_layers", 2}, {"hidden_size", 64},
+                                 {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"intermediate_size", 96},
+                                 {"vocab_size", 300}};
+    const LlamaConfig c = config_from_hf_json(good, "good/config.json");
+    CHECK(c.head_dim == 16);
+    auto with = [&](const char* key, nlohmann::json value) {
+        nlohmann::json j = good;
+        j[key] = std::move(value);
+        return j;
+    };
+    // Zero heads: validated, where it used to divide by zero (SIGFPE) while computing the head dimension.
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("num_attention_heads", 0), "bad/config.json"),
+                         doctest::Contains("bad/config.json: invalid model config: a dimension is zero"), format_error);
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("num_hidden_layers", -1), "bad/config.json"),
+                         doctest::Contains("'num_hidden_layers' is -1, not a count"), format_error);
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("num_key_value_heads", -2), "bad/config.json"),
+                         doctest::Contains("'num_key_value_heads' is -2, not a count"), format_error);
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("hidden_size", "64"), "bad/config.json"),
+                         doctest::Contains("'hidden_size' must be a non-negative integer, not string"), format_error);
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("hidden_size", 64.5), "bad/config.json"),
+                         doctest::Contains("'hidden_size' must be a non-negative integer, not number"), format_error);
+    CHECK_THROWS_WITH_AS(config_from_hf_json(with("vocab_size", 1000000000000LL), "bad/config.json"),
+                         doctest::Contains("vocabulary size 1000000000000 exceeds 16777216"), format_error);
+    LlamaConfig inf_theta = c;
+    inf_theta.rope_theta = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_WITH_AS(inf_theta.validate("x.gguf"), doctest::Contains("x.gguf: invalid model config: rope theta and norm epsilon must be positive and finite"),
+                         format_error);
 }
 
 TEST_CASE("scheme rules: globs, last match wins, bare names match the last part") {

@@ -2,9 +2,11 @@
 // Hyper-parameters of a Llama-family decoder, read from GGUF metadata (`<arch>.*` keys) or from a Hugging
 // Face config.json. Nothing is assumed: every value comes from the file or is a documented default of the
 // format (rope theta 10000, norm epsilon 1e-5 when a key is absent).
+#include <cmath>
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -38,14 +40,27 @@ struct LlamaConfig {
     bool qkv_bias = false;  // Qwen2 adds biases to the q, k and v projections
     std::optional<Llama3RopeScaling> rope_scaling;
 
+    /// Larger than any real model's dimension (layers, width, heads, vocabulary, context): a file claiming more
+    /// is corrupt, and is refused before anything is sized by it.
+    static constexpr std::size_t max_dimension = std::size_t{1} << 24;
+
     void validate(const std::string& source) const {
         auto fail = [&](const std::string& what) { throw format_error(source + ": invalid model config: " + what); };
         if (n_layers == 0 || d_model == 0 || n_heads == 0 || n_kv_heads == 0 || d_ff == 0 || vocab_size == 0)
             fail("a dimension is zero");
+        const std::pair<const char*, std::size_t> dimensions[] = {
+            {"layer count", n_layers}, {"model width", d_model},  {"head count", n_heads},
+            {"KV head count", n_kv_heads}, {"head dimension", head_dim}, {"feed-forward width", d_ff},
+            {"vocabulary size", vocab_size}, {"context length", context_length}};
+        for (const auto& [name, value] : dimensions)
+            if (value > max_dimension)
+                fail(std::string(name) + " " + std::to_string(value) + " exceeds " + std::to_string(max_dimension));
         if (n_heads % n_kv_heads != 0) fail("head count " + std::to_string(n_heads) + " is not a multiple of the KV head count " + std::to_string(n_kv_heads));
         if (head_dim == 0 || head_dim % 2 != 0) fail("head dimension must be even and non-zero");
         if (rope_dim == 0 || rope_dim > head_dim || rope_dim % 2 != 0) fail("rope dimension " + std::to_string(rope_dim) + " is invalid");
-        if (!(rope_theta > 0.0f) || !(norm_eps > 0.0f)) fail("rope theta and norm epsilon must be positive");
+        if (!(rope_theta > 0.0f) || !(norm_eps > 0.0f) || !std::isfinite(rope_theta) || !std::isfinite(norm_eps))
+            fail("rope theta and norm epsilon must be positive and finite (rope theta " + std::to_string(rope_theta) +
+                 ", norm epsilon " + std::to_string(norm_eps) + ")");
     }
 };
 
@@ -83,6 +98,19 @@ inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::strin
         if (!j.contains(key)) throw format_error(source + ": key '" + std::string(key) + "' missing");
         return j.at(key);
     };
+    // A count must be a non-negative integer: nlohmann's get<std::size_t>() would turn -1 into 2^64 - 1.
+    // The error names the value's type, not the value, which may be nested arbitrarily deep.
+    auto count = [&](const char* key, const nlohmann::json& v) -> std::size_t {
+        if (v.is_number_unsigned() || (v.is_number_integer() && v.get<long long>() >= 0)) return v.get<std::size_t>();
+        if (v.is_number_integer())
+            throw format_error(source + ": '" + std::string(key) + "' is " + std::to_string(v.get<long long>()) +
+                               ", not a count");
+        throw format_error(source + ": '" + std::string(key) + "' must be a non-negative integer, not " +
+                           std::string(v.type_name()));
+    };
+    auto optional_count = [&](const char* key, std::size_t fallback) -> std::size_t {
+        return j.contains(key) && !j.at(key).is_null() ? count(key, j.at(key)) : fallback;
+    };
     std::string arch = "LlamaForCausalLM";
     if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
         arch = j["architectures"][0].get<std::string>();
@@ -91,14 +119,15 @@ inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::strin
     else if (arch == "Qwen2ForCausalLM") c.architecture = "qwen2";
     else throw format_error(source + ": architecture '" + arch + "' is not supported");
     try {
-        c.n_layers = need("num_hidden_layers").get<std::size_t>();
-        c.d_model = need("hidden_size").get<std::size_t>();
-        c.n_heads = need("num_attention_heads").get<std::size_t>();
-        c.n_kv_heads = j.value("num_key_value_heads", c.n_heads);
-        c.d_ff = need("intermediate_size").get<std::size_t>();
-        c.vocab_size = need("vocab_size").get<std::size_t>();
-        c.context_length = j.value("max_position_embeddings", std::size_t{2048});
-        c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<std::size_t>() : c.d_model / c.n_heads;
+        c.n_layers = count("num_hidden_layers", need("num_hidden_layers"));
+        c.d_model = count("hidden_size", need("hidden_size"));
+        c.n_heads = count("num_attention_heads", need("num_attention_heads"));
+        c.n_kv_heads = optional_count("num_key_value_heads", c.n_heads);
+        c.d_ff = count("intermediate_size", need("intermediate_size"));
+        c.vocab_size = count("vocab_size", need("vocab_size"));
+        c.context_length = optional_count("max_position_embeddings", 2048);
+        // Zero heads: validate() names it below, instead of a division by zero here.
+        c.head_dim = optional_count("head_dim", c.n_heads ? c.d_model / c.n_heads : 0);
         c.rope_dim = c.head_dim;
         c.rope_theta = j.value("rope_theta", 10000.0f);
         c.norm_eps = j.value("rms_norm_eps", 1e-5f);
