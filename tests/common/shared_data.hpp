@@ -1,11 +1,12 @@
 #pragma once
 // The shared datasets folder for tests that read real data: found like the tool finds it
-// ($QSAFE_DATA_DIR, else ../shared/datasets), and a test without it is skipped with a message, not failed.
+// ($QSAFE_DATA_DIR, else ../shared/datasets); a test without it is skipped (or fails under CI: skip.hpp).
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <optional>
 
+#include "common/skip.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 
 namespace test_fixtures {
@@ -17,12 +18,12 @@ inline qsafe::eval::DataOptions source_data_options() {
     return options;
 }
 
-/// The shared datasets folder, or nothing (with a doctest message saying the test is skipped).
+/// The shared datasets folder, or nothing (the running test case is then skipped: return from it).
 inline std::optional<std::filesystem::path> shared_data_dir() {
     try {
         return qsafe::eval::find_data_dir(source_data_options());
     } catch (const qsafe::config_error& e) {
-        MESSAGE("shared datasets not found (" << e.what() << "); skipped");
+        skip_test(std::string("shared datasets not found: ") + e.what());
         return std::nullopt;
     }
 }

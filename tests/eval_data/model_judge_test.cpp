@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "common/skip.hpp"
 #include "qsafe/eval/model_judge.hpp"
 
 using namespace qsafe::eval;
@@ -37,7 +38,7 @@ TEST_CASE("Judge template: placeholders filled in one pass, missing ones rejecte
 TEST_CASE("Model judge: SmolLM2 runs as a judge and returns a verdict") {
     const auto path = qsafe::default_model_path();
     if (!std::filesystem::exists(path)) {
-        MESSAGE("model not found (" << path.string() << "); skipped");
+        test_fixtures::skip_test("SmolLM2 model not found at " + path.string() + " (scripts/fetch_model.sh fetches it)");
         return;
     }
     ModelJudge judge = ModelJudge::load(path);

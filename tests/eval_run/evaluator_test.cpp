@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <unistd.h>
 
+#include "common/skip.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/eval/evaluator.hpp"
 #include "qsafe/eval/metrics.hpp"
@@ -145,7 +146,7 @@ TEST_CASE("evaluator: a run killed after k answers and resumed writes byte-ident
 TEST_CASE("evaluator on SmolLM2: fp and an RTN int4 variant answer a few default prompts, judged and reported") {
     const auto path = default_model_path();
     if (!std::filesystem::exists(path)) {
-        MESSAGE("skipped: " << path << " not found (scripts/fetch_model.sh fetches it)");
+        test_fixtures::skip_test("SmolLM2 model not found at " + path.string() + " (scripts/fetch_model.sh fetches it)");
         return;
     }
     DataOptions dopt;

@@ -11,13 +11,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/skip.hpp"
 #include "io/test_files.hpp"
 #include "qsafe/io/gguf.hpp"
 
 TEST_CASE("gguf reference: SmolLM2 tensors dequantize exactly as gguf-py does") {
     const auto model = qsafe::test::cached_model();
     if (model.empty()) {
-        MESSAGE("skipped: SmolLM2-135M-Instruct.Q4_1.gguf not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe");
+        test_fixtures::skip_test("SmolLM2-135M-Instruct.Q4_1.gguf not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe "
+                                 "(scripts/fetch_model.sh fetches it)");
         return;
     }
     std::ifstream in(std::string(QSAFE_SOURCE_DIR) + "/tools/reference/smollm2_q4_1_dequant_reference.json");

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/skip.hpp"
 #include "io/test_files.hpp"
 #include "qsafe/formats/ggml_quantize.hpp"
 #include "qsafe/io/gguf.hpp"
@@ -432,7 +433,8 @@ TEST_CASE("gguf malformed: corrupted bytes never crash") {
 TEST_CASE("gguf: real SmolLM2-135M-Instruct Q4_1 model") {
     const auto path = qsafe::test::cached_model();
     if (path.empty()) {
-        MESSAGE("skipped: SmolLM2-135M-Instruct.Q4_1.gguf not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe");
+        test_fixtures::skip_test("SmolLM2-135M-Instruct.Q4_1.gguf not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe "
+                                 "(scripts/fetch_model.sh fetches it)");
         return;
     }
     const File f = File::open(path);

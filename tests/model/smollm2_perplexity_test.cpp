@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/skip.hpp"
 #include "qsafe/model/model_loader.hpp"
 #include "qsafe/model/perplexity.hpp"
 
@@ -33,7 +34,8 @@ TEST_CASE("SmolLM2 WikiText-2: tokenization and perplexity windows match llama.c
     const auto model_path = default_model_path();
     const auto text_path = data_dir() / "wikitext2" / "test.txt";
     if (!std::filesystem::exists(model_path) || !std::filesystem::exists(text_path)) {
-        MESSAGE("model or WikiText-2 not found (" << model_path.string() << ", " << text_path.string() << "); skipped");
+        test_fixtures::skip_test("model or WikiText-2 not found (" + model_path.string() + ", " + text_path.string() +
+                                 "; scripts/fetch_model.sh fetches the model, QSAFE_DATA_DIR names the datasets)");
         return;
     }
     std::ifstream fx_in(std::filesystem::path(QSAFE_FIXTURE_DIR) / "smollm2" / "perplexity.json");

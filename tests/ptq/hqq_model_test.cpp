@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "common/skip.hpp"
 #include "common/model_fixtures.hpp"
 #include "qsafe/model/kl_divergence.hpp"
 #include "qsafe/model/model_loader.hpp"
@@ -29,7 +30,7 @@ double hqq_test_mean_kl(LlamaModel& fp, LlamaModel& q, const std::vector<std::in
 TEST_CASE("HQQ on SmolLM2: data-free, and a lower KL to the fp model than RTN at int3-g128") {
     const auto path = default_model_path();
     if (!std::filesystem::exists(path)) {
-        MESSAGE("SmolLM2 model not found at " << path.string() << "; run scripts/fetch_model.sh");
+        test_fixtures::skip_test("SmolLM2 model not found at " + path.string() + " (scripts/fetch_model.sh fetches it)");
         return;
     }
     auto fp = load_model(path);

@@ -6,6 +6,7 @@
 #include <random>
 #include <unistd.h>
 
+#include "common/skip.hpp"
 #include "model/tiny_llama.hpp"
 #include "qsafe/calib/collect.hpp"
 #include "qsafe/model/model_loader.hpp"
@@ -152,7 +153,7 @@ TEST_CASE("sequential GPTQ and AWQ on the tiny model: each block calibrated on t
 TEST_CASE("sequential GPTQ on SmolLM2 with a few short samples runs, is deterministic, and differs from the ordinary run") {
     const auto path = default_model_path();
     if (!std::filesystem::exists(path)) {
-        MESSAGE("SmolLM2 model not found at " << path.string() << "; run scripts/fetch_model.sh");
+        test_fixtures::skip_test("SmolLM2 model not found at " + path.string() + " (scripts/fetch_model.sh fetches it)");
         return;
     }
     const auto samples = random_samples({48, 48, 32}, 49152, 5);

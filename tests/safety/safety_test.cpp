@@ -6,6 +6,7 @@
 #include <random>
 #include <unistd.h>
 
+#include "common/skip.hpp"
 #include "model/tiny_llama.hpp"
 #include "qsafe/calib/collect.hpp"
 #include "qsafe/core/half.hpp"
@@ -387,7 +388,7 @@ TEST_CASE("bit allocation meets the budget within 0.05 bits and spends it where 
 TEST_CASE("safety data on SmolLM2: fp answers kept token for token, statistics over them, safety KL from journal records") {
     const auto path = default_model_path();
     if (!std::filesystem::exists(path)) {
-        MESSAGE("skipped: " << path << " not found (scripts/fetch_model.sh fetches it)");
+        test_fixtures::skip_test("SmolLM2 model not found at " + path.string() + " (scripts/fetch_model.sh fetches it)");
         return;
     }
     LoadedModel fp = load_model(path);

@@ -17,6 +17,8 @@
 #include <qsafe/tokenizer/from_tokenizer_json.hpp>
 #include <qsafe/tokenizer/tokenizer.hpp>
 
+#include "common/skip.hpp"
+
 using namespace qsafe::tokenizer;
 using Ids = std::vector<TokenId>;
 
@@ -43,8 +45,8 @@ const Tokenizer* smollm2() {
         return Tokenizer(spec_from_gguf(*path));
     }();
     if (!tokenizer) {
-        MESSAGE("SKIPPED: " << model_file << " not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe "
-                            << "(run scripts/fetch_model.sh)");
+        test_fixtures::skip_test(std::string(model_file) + " not found in $QSAFE_CACHE_DIR or ~/.cache/qsafe "
+                                 "(scripts/fetch_model.sh fetches it)");
         return nullptr;
     }
     return &*tokenizer;
@@ -88,10 +90,8 @@ TEST_CASE("SmolLM2 GGUF: exact agreement with the reference tokenizer fixture") 
     const auto fixture = override_path != nullptr
                              ? std::filesystem::path(override_path)
                              : std::filesystem::path(QSAFE_FIXTURE_DIR) / "smollm2" / "tokenizer_cases.json";
-    if (!std::filesystem::exists(fixture)) {
-        MESSAGE("SKIPPED: fixture " << fixture.string() << " not present");
-        return;
-    }
+    INFO("the case file is committed (tests/fixtures/smollm2) or named by $QSAFE_TOKENIZER_CASES: " << fixture.string());
+    REQUIRE(std::filesystem::exists(fixture));
     const nlohmann::json doc = detail::parse_json_file(fixture);
     const nlohmann::json& cases = doc.is_array() ? doc : doc.at("cases");
     REQUIRE(!cases.empty());
