@@ -112,24 +112,29 @@ inline NamedLayers linear_layers(LlamaWeights& w) {
 /// Whether a tensor's protected weights go through its scheme's own sparse-outlier form ("<scheme>+sparse",
 /// registered for some uniform schemes: the outliers are left out of the scale fitting) rather than a
 /// ProtectedLinear around the scheme (any other scheme, including vector quantization and "+ocol").
-inline bool has_sparse_form(const std::string& scheme) {
-    if (scheme.find("+sparse") != std::string::npos) return true;
-    if (scheme.find('+') != std::string::npos) return false;
-    return scheme_registry().find(scheme + "+sparse") != nullptr;
+inline bool has_sparse_form(const SchemeSpec& spec) {
+    if (spec.outliers != OutlierKind::none) return spec.outliers == OutlierKind::sparse;
+    SchemeSpec sparse = spec;
+    sparse.outliers = OutlierKind::sparse;
+    return scheme_registry().find(sparse.registry_key()) != nullptr;
 }
 
-/// "int3-g128-asym" -> "int3-g128-asym+sparse"; "...+sparse0.5%" -> "...+sparse" (the amount is set by the
-/// protected weights). Only for schemes with has_sparse_form().
-inline std::string with_sparse_outliers(const std::string& scheme) {
-    const auto pos = scheme.find("+sparse");
-    return pos != std::string::npos ? scheme.substr(0, pos + 7) : scheme + "+sparse";
+/// The scheme's sparse-outlier form without an amount (the amount is set by the protected weights): for
+/// schemes with has_sparse_form().
+inline SchemeSpec with_sparse_outliers(SchemeSpec spec) {
+    spec.outliers = OutlierKind::sparse;
+    spec.sparse_fraction.reset();
+    return spec;
 }
 
+/// QUIK's scheme: the rule's scheme with fp16 input columns ("+ocol", its default count unless named).
 inline std::string with_outlier_columns(const std::string& scheme) {
-    if (scheme == "fp32" || scheme.find("+ocol") != std::string::npos) return scheme;
-    if (scheme.find('+') != std::string::npos)
+    SchemeSpec spec = SchemeSpec::parse(scheme);
+    if (spec.base == "fp32" || spec.outliers == OutlierKind::columns) return scheme;
+    if (spec.outliers != OutlierKind::none)
         throw config_error("QUIK: scheme '" + scheme + "' already has another outlier policy");
-    return scheme + "+ocol";
+    spec.outliers = OutlierKind::columns;
+    return spec.to_string();
 }
 }  // namespace detail
 
@@ -177,10 +182,10 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
     };
     const double fraction = protect ? static_cast<double>(keep->size()) / static_cast<double>(weights.size()) : 0.0;
     std::string full_name;
-    if (protect && has_sparse_form(scheme)) {
+    if (protect && has_sparse_form(SchemeSpec::parse(scheme))) {
         // The sparse policy keeps the highest-scored weights: score 1 for the chosen ones, 0 elsewhere,
         // and exactly as many outliers as were chosen.
-        scheme = with_sparse_outliers(scheme);
+        scheme = with_sparse_outliers(SchemeSpec::parse(scheme)).to_string();
         std::vector<float> keep_mask(static_cast<std::size_t>(weights.size()), 0.0f);
         for (const std::size_t i : *keep) {
             if (i >= keep_mask.size())
@@ -190,8 +195,8 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
         }
         o.weight_scores = keep_mask;
         ResolvedScheme resolved = resolve_scheme(scheme);
-        resolved.outlier_fraction = fraction;
-        resolved.full_name = scheme + format_percent(fraction);
+        resolved.spec.sparse_fraction = resolved.outlier_fraction = fraction;
+        resolved.full_name = resolved.spec.to_string();
         layer = quantize(weights, resolved, o);
         full_name = resolved.full_name;
     } else if (protect) {
@@ -203,7 +208,9 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
         for (std::size_t r = 0; r < static_cast<std::size_t>(rest.rows()); ++r)
             for (std::uint32_t e = store.row_ptr[r]; e < store.row_ptr[r + 1]; ++e)
                 rest(static_cast<Eigen::Index>(r), store.col[e]) = 0.0f;
-        full_name = resolved.full_name + std::string(protect_suffix) + format_percent(fraction);
+        SchemeSpec stored = resolved.spec;
+        stored.protected_fraction = fraction;
+        full_name = stored.to_string();
         layer = std::make_unique<ProtectedLinear>(quantize(rest, resolved, o), std::move(store), full_name,
                                                   "protected weights of '" + name + "'");
     } else {

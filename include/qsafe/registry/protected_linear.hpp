@@ -10,7 +10,8 @@
 //
 // Stored bytes: the base layer's, plus a CSR (u32 row pointers, u16 columns, fp16 values), all counted in
 // storage_bytes(). Serialized under the scheme name "<base scheme>+protect<percent>" (e.g.
-// "vq2-d4+protect0.2%"); deserialize_by_name() strips the suffix and loads the base by its own name.
+// "vq2-d4+protect0.2%", SchemeSpec's protected_fraction); deserialize_by_name() loads the base by the rest
+// of the name.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -30,8 +31,6 @@
 #include "qsafe/registry/quantized_linear.hpp"
 
 namespace qsafe {
-
-inline constexpr std::string_view protect_suffix = "+protect";
 
 class ProtectedLinear final : public QuantizedLinear {
   public:
@@ -165,12 +164,6 @@ inline SparseOutlierStore protected_store(ConstMatrixView weights, std::vector<s
     }
     for (std::size_t r = 0; r < weights.rows; ++r) s.row_ptr[r + 1] += s.row_ptr[r];
     return s;
-}
-
-/// "vq2-d4+protect0.2%" -> "vq2-d4"; names without the suffix come back unchanged.
-inline std::string_view protected_base_scheme(std::string_view name) noexcept {
-    const auto pos = name.find(protect_suffix);
-    return pos == std::string_view::npos ? name : name.substr(0, pos);
 }
 
 }  // namespace qsafe

@@ -3,11 +3,10 @@
 // precompiled Scheme<...>: its RTN quantizer, its deserializer and its kernels (through QuantizedLinear).
 // Names with outlier policies take the amount as a suffix, e.g. "int4-g128-asym+ocol128" (128 fp16 input
 // columns) or "int3-g128-asym+sparse0.5%" (0.5 % of the weights in fp16); the entry is registered once as
-// "int4-g128-asym+ocol" / "int3-g128-asym+sparse" and the amount is a run-time option.
+// "int4-g128-asym+ocol" / "int3-g128-asym+sparse" and the amount is a run-time option. The name grammar is
+// SchemeSpec's (scheme_spec.hpp).
 #include <algorithm>
-#include <charconv>
 #include <cstddef>
-#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -27,6 +26,7 @@
 #include "qsafe/quant/rtn.hpp"
 #include "qsafe/registry/protected_linear.hpp"
 #include "qsafe/registry/quantized_linear.hpp"
+#include "qsafe/registry/scheme_spec.hpp"
 
 namespace qsafe {
 
@@ -54,7 +54,8 @@ struct SchemeEntry {
 /// A scheme name resolved against the registry: the entry plus the amounts parsed from the name.
 struct ResolvedScheme {
     const SchemeEntry* entry = nullptr;
-    std::string full_name;  // canonical, e.g. "int3-g128-asym+sparse0.5%"
+    SchemeSpec spec;        // with the entry's default amount filled in
+    std::string full_name;  // spec.to_string(), e.g. "int3-g128-asym+sparse0.5%"
     std::optional<std::size_t> outlier_columns;
     std::optional<double> outlier_fraction;
 
@@ -73,10 +74,15 @@ struct SchemeListing {
 
 class SchemeRegistry {
   public:
+    /// `entry.name` is a base name, or base + "+ocol" / "+sparse" for an outlier scheme (SchemeSpec).
     void add(SchemeEntry entry) {
-        std::lock_guard lock(mutex_);
         if (entry.name.empty() || entry.name.find_first_of(" ,=:") != std::string::npos)
             throw config_error("scheme registry: invalid scheme name '" + entry.name + "'");
+        const SchemeSpec spec = SchemeSpec::parse(entry.name);
+        if (spec.registry_key() != entry.name || spec.outliers != entry.outliers)
+            throw config_error("scheme registry: '" + entry.name + "' must be a base name without '+'" +
+                               (entry.outliers == OutlierKind::none ? "" : ", followed by '+ocol' or '+sparse' to match its outlier policy"));
+        std::lock_guard lock(mutex_);
         std::string key = entry.name;  // not entries_[entry.name] = ...(std::move(entry)): the right side runs first
         entries_[std::move(key)] = std::make_shared<const SchemeEntry>(std::move(entry));
     }
@@ -120,20 +126,6 @@ std::size_t scheme_storage_bytes(std::size_t rows, std::size_t cols, std::size_t
                      (sizeof(std::uint16_t) + sizeof(fp16_t));
     return bytes;
 }
-
-/// A fraction as a percentage with at most 3 significant digits ("0.5%" for 0.00500036): the amount in a
-/// scheme name is for people; the exact count of outliers or protected weights is in the layer's bytes.
-inline std::string format_percent(double fraction) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3g", fraction * 100.0);
-    std::string s = buf;
-    if (s.find('e') != std::string::npos) {  // below 1e-4 %: plain decimals rather than an exponent
-        s = std::to_string(fraction * 100.0);
-        while (!s.empty() && s.back() == '0') s.pop_back();
-        if (!s.empty() && s.back() == '.') s.pop_back();
-    }
-    return s + "%";
-}
 }  // namespace detail
 
 /// Registers scheme S under `name` (for outlier schemes: the name without the amount, ending in "+ocol" or
@@ -168,51 +160,32 @@ void register_scheme(std::string name, SchemeRegistry& registry = scheme_registr
 /// Resolves "int4-g128-asym", "int4-g128-asym+ocol64", "int3-g128-asym+sparse0.5%" (or "+sparse" alone for
 /// the default amount). Throws config_error listing the known names when nothing matches.
 inline ResolvedScheme resolve_scheme(std::string_view name, const SchemeRegistry& registry = scheme_registry()) {
-    ResolvedScheme r;
-    if (const SchemeEntry* e = registry.find(name); e && e->outliers == OutlierKind::none) {
-        r.entry = e;
-        r.full_name = std::string(name);
-        return r;
-    }
     auto fail = [&](const std::string& why) -> ResolvedScheme {
         std::string known;
         for (const auto& n : registry.names()) known += (known.empty() ? "" : ", ") + n;
         throw config_error("unknown quantization scheme '" + std::string(name) + "'" + (why.empty() ? "" : " (" + why + ")") +
                            "; known schemes: " + known);
     };
-    for (const std::string_view marker : {std::string_view("+ocol"), std::string_view("+sparse")}) {
-        const auto pos = name.find(marker);
-        if (pos == std::string_view::npos) continue;
-        const std::string base(name.substr(0, pos + marker.size()));
-        const SchemeEntry* e = registry.find(base);
-        if (!e) return fail("no outlier variant '" + base + "' is registered");
-        std::string_view amount = name.substr(pos + marker.size());
-        r.entry = e;
-        if (marker == "+ocol") {
-            std::size_t k = e->default_outlier_columns;
-            if (!amount.empty()) {
-                const auto [ptr, ec] = std::from_chars(amount.data(), amount.data() + amount.size(), k);
-                if (ec != std::errc{} || ptr != amount.data() + amount.size()) return fail("bad column count");
-            }
-            r.outlier_columns = k;
-            r.full_name = base + std::to_string(k);
-        } else {
-            double fraction = e->default_outlier_fraction;
-            if (!amount.empty()) {
-                if (amount.back() != '%') return fail("the sparse amount is a percentage, e.g. +sparse0.5%");
-                amount.remove_suffix(1);
-                double percent = 0.0;
-                const auto [ptr, ec] = std::from_chars(amount.data(), amount.data() + amount.size(), percent);
-                if (ec != std::errc{} || ptr != amount.data() + amount.size() || percent < 0.0 || percent > 100.0)
-                    return fail("bad percentage");
-                fraction = percent / 100.0;
-            }
-            r.outlier_fraction = fraction;
-            r.full_name = base + detail::format_percent(fraction);
-        }
-        return r;
+    ResolvedScheme r;
+    try {
+        r.spec = SchemeSpec::parse(name);
+    } catch (const config_error& e) {
+        return fail(e.what());
     }
-    return fail("");
+    if (r.spec.protected_fraction)
+        return fail("'+protect' names a stored layer with protected weights, not a scheme to quantize with");
+    r.entry = registry.find(r.spec.registry_key());
+    if (!r.entry) return fail(r.spec.outliers == OutlierKind::none ? "" : "no outlier variant '" + r.spec.registry_key() + "' is registered");
+    if (r.spec.outliers == OutlierKind::columns) {
+        if (!r.spec.outlier_columns) r.spec.outlier_columns = r.entry->default_outlier_columns;
+        r.outlier_columns = r.spec.outlier_columns;
+    }
+    if (r.spec.outliers == OutlierKind::sparse) {
+        if (!r.spec.sparse_fraction) r.spec.sparse_fraction = r.entry->default_outlier_fraction;
+        r.outlier_fraction = r.spec.sparse_fraction;
+    }
+    r.full_name = r.spec.to_string();
+    return r;
 }
 
 /// Quantizes w by round-to-nearest under the named scheme ("fp32" keeps it dense).
@@ -223,12 +196,13 @@ inline std::unique_ptr<QuantizedLinear> quantize_by_name(std::string_view scheme
     return r.entry->quantize_rtn(w, r.apply(opt), r.full_name);
 }
 
-/// Loads a layer serialized by QuantizedLinear::serialize() under the named scheme (a name ending in
+/// Loads a layer serialized by QuantizedLinear::serialize() under the named scheme (a name with
 /// "+protect<percent>" is a ProtectedLinear over the scheme before the suffix).
 inline std::unique_ptr<QuantizedLinear> deserialize_by_name(std::string_view scheme, std::span<const std::byte> bytes,
                                                             const SchemeRegistry& registry = scheme_registry()) {
-    if (const std::string_view base = protected_base_scheme(scheme); base.size() != scheme.size()) {
-        const ResolvedScheme r = resolve_scheme(base, registry);
+    const SchemeSpec spec = SchemeSpec::parse(scheme);
+    if (spec.protected_fraction) {
+        const ResolvedScheme r = resolve_scheme(spec.without_protection().to_string(), registry);
         return ProtectedLinear::deserialize(bytes, std::string(scheme), [&](std::span<const std::byte> base_bytes) {
             return r.entry->deserialize(base_bytes, r.full_name);
         });
@@ -243,9 +217,7 @@ inline std::vector<SchemeListing> list_schemes(const SchemeRegistry& registry = 
     std::vector<SchemeListing> out;
     for (const auto& name : registry.names()) {
         const SchemeEntry* e = registry.find(name);
-        std::string shown = name;
-        if (e->outliers == OutlierKind::columns) shown += std::to_string(e->default_outlier_columns);
-        if (e->outliers == OutlierKind::sparse) shown += detail::format_percent(e->default_outlier_fraction);
+        const std::string shown = resolve_scheme(name, registry).full_name;  // the default amount filled in
         const double bytes = static_cast<double>(e->storage_bytes(4096, 4096, e->default_outlier_columns, e->default_outlier_fraction));
         out.push_back({shown, e->description, 8.0 * bytes / (4096.0 * 4096.0)});
     }

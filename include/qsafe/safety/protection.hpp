@@ -92,7 +92,8 @@ inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, c
         const std::string scheme = rules.scheme_for(name);
         if (scheme == "fp32") continue;
         try {
-            (void)resolve_scheme(detail::has_sparse_form(scheme) ? detail::with_sparse_outliers(scheme) : scheme);
+            const SchemeSpec spec = SchemeSpec::parse(scheme);
+            (void)resolve_scheme(detail::has_sparse_form(spec) ? detail::with_sparse_outliers(spec).to_string() : scheme);
         } catch (const config_error& e) {
             throw config_error(name + ": cannot protect weights: " + e.what());
         }
