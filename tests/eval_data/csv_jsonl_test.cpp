@@ -88,6 +88,21 @@ TEST_CASE("JSONL: records with their lines, blank lines skipped, errors name fil
           "bad.jsonl:2:8: invalid UTF-8 (byte 0xff)");
 }
 
+TEST_CASE("JSON nesting: deeper than 256 levels is refused before anything recurses, with file, line and offset") {
+    CHECK(qsafe::json_depth_exceeded_at(R"({"a": [[1]], "b": "[[[[{{{{"})", 3) == std::string_view::npos);  // brackets in strings
+    CHECK(qsafe::json_depth_exceeded_at(R"({"a": "\"[[", "b": [[1]]})", 2) == 20);                          // escaped quote
+    CHECK(qsafe::json_depth_exceeded_at("[[[]]]", 3) == std::string_view::npos);
+    CHECK(qsafe::json_depth_exceeded_at("[[[[]]]]", 3) == 3);
+    // A JSONL row with an unused field nested 10^6 deep (it used to crash a recursive dump with SIGSEGV).
+    const std::string deep = "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"junk\": " + std::string(1000000, '[') +
+                             std::string(1000000, ']') + "}\n";
+    CHECK(error_message<qsafe::format_error>([&] { parse_jsonl(deep, "deep.jsonl"); }) ==
+          "deep.jsonl:2: JSON nested deeper than 256 levels at byte offset 279");
+    const std::string deep_doc = "{\"items\":\n" + std::string(300, '{') + std::string(300, '}') + "}";
+    CHECK(error_message<qsafe::format_error>([&] { parse_json_array(deep_doc, "deep.json", "/items"); }) ==
+          "deep.json:2:256: JSON nested deeper than 256 levels");
+}
+
 TEST_CASE("JSON array: the records under a pointer, with the line each starts on") {
     const std::string doc = "{\n  \"meta\": {\"n\": 2},\n  \"items\": [\n    {\"goal\": \"a\", \"i\": 0},\n    {\"goal\": \"b\",\n     \"i\": 1}\n  ]\n}\n";
     const auto r = parse_json_array(doc, "doc.json", "/items");

@@ -136,6 +136,12 @@ TEST_CASE("safetensors malformed headers") {
                               12),
                      {"tensor 'b'", "overlap tensor 'a'"});
     expect_malformed("meta.safetensors", raw_file(R"({"__metadata__":[1]})", 0), {"__metadata__"});
+    // A shape nested 10^5 deep: parsed fine, but any recursive use of it would overflow the stack. Level 257
+    // is opened by the shape's 255th '[' (the object and "w" are levels 1 and 2), 8 header-length bytes in.
+    const std::string deep = R"({"w":{"dtype":"F32","data_offsets":[0,4],"shape":)" + std::string(100000, '[') +
+                             std::string(100000, ']') + "}}";
+    expect_malformed("deep.safetensors", raw_file(deep, 4),
+                     {"header at byte offset " + std::to_string(8 + 49 + 254), "JSON nested deeper than 256 levels"});
 }
 
 TEST_CASE("safetensors: every truncation of a valid file is rejected") {

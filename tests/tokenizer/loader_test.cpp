@@ -133,6 +133,14 @@ TEST_CASE("tokenizer.json: unsupported or inconsistent documents name the key") 
     Json gap = byte_level_json();
     gap["model"]["vocab"].erase("he");
     check_throws_naming<qsafe::format_error>([&] { spec_from_tokenizer_json(gap, Json()); }, {"model.vocab", "256"});
+    // An id far beyond the entries cannot be gapless: refused before a table of 5*10^7 entries is made.
+    Json far = byte_level_json();
+    far["model"]["vocab"]["far"] = 50000000;
+    check_throws_naming<qsafe::format_error>([&] { spec_from_tokenizer_json(far, Json()); },
+                                             {"model.vocab", "'far'", "id 50000000", "263 tokens are listed", "without gaps"});
+    Json far_added = byte_level_json();
+    far_added["added_tokens"].push_back(Json{{"id", 4000000000LL}, {"content", "<x>"}});
+    check_throws_naming<qsafe::format_error>([&] { spec_from_tokenizer_json(far_added, Json()); }, {"added_tokens", "bad token id 4000000000"});
     Json odd_pre = byte_level_json();
     odd_pre["pre_tokenizer"] = {{"type", "Whitespace"}, {"x", 1}};
     odd_pre["decoder"] = {{"type", "ByteLevel"}};

@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/json_depth.hpp"
 #include "qsafe/eval/record.hpp"
 
 namespace qsafe::eval {
@@ -138,6 +139,7 @@ inline JournalContents parse_journal(std::string_view text, const std::string& n
         const std::string where = name + ":" + std::to_string(line_number) + ": ";
         nlohmann::ordered_json j;
         try {
+            require_json_depth(line, where + "corrupt journal line");
             j = nlohmann::ordered_json::parse(line);
         } catch (const nlohmann::json::exception& e) {
             throw format_error(where + "corrupt journal line (not JSON: " + e.what() +

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/json_depth.hpp"
 #include "qsafe/eval/text_file.hpp"
 
 namespace qsafe::eval {
@@ -34,6 +35,7 @@ inline std::vector<JsonRecord> parse_jsonl(std::string_view text, const std::str
         start = end + 1;
         if (content.ends_with('\r')) content.remove_suffix(1);
         if (content.find_first_not_of(" \t") == std::string_view::npos) continue;
+        require_json_depth(content, source + ":" + std::to_string(line));
         nlohmann::json value;
         try {
             value = nlohmann::json::parse(content);
@@ -60,6 +62,11 @@ inline std::vector<JsonRecord> parse_json_array(std::string_view text, const std
     if (text.starts_with(utf8_bom)) text.remove_prefix(utf8_bom.size());
     require_utf8(text, source);
     if (text.find_first_not_of(" \t\r\n") == std::string_view::npos) throw format_error(source + ":1: empty file");
+    if (const std::size_t at = json_depth_exceeded_at(text); at != std::string_view::npos) {
+        const TextPosition p = position_of(text, at);
+        throw format_error(source + ":" + std::to_string(p.line) + ":" + std::to_string(p.column) + ": JSON nested deeper than " +
+                           std::to_string(max_json_depth) + " levels");
+    }
     nlohmann::json doc;
     try {
         doc = nlohmann::json::parse(text);

@@ -23,6 +23,7 @@
 
 #include "qsafe/core/error.hpp"
 #include "qsafe/core/half.hpp"
+#include "qsafe/core/json_depth.hpp"
 #include "qsafe/io/atomic_write.hpp"
 #include "qsafe/io/mmap_file.hpp"
 
@@ -161,6 +162,9 @@ class File {
             reader.fail(0, "header length", std::to_string(header_size) + " exceeds 100 MB");
         data_offset_ = 8 + header_size;
         const auto text = reader.subspan(8, header_size, "header");
+        const std::string_view header_text(reinterpret_cast<const char*>(text.data()), text.size());
+        if (const std::size_t at = json_depth_exceeded_at(header_text); at != std::string_view::npos)
+            reader.fail(8 + at, "header", "JSON nested deeper than " + std::to_string(max_json_depth) + " levels");
         nlohmann::ordered_json header;
         try {
             header = nlohmann::ordered_json::parse(reinterpret_cast<const char*>(text.data()),
@@ -318,6 +322,7 @@ class Checkpoint {
     void load_index(const std::filesystem::path& index_path) {
         const auto mapping = io::MappedFile::open(index_path);
         const auto bytes = mapping.bytes();
+        require_json_depth({reinterpret_cast<const char*>(bytes.data()), bytes.size()}, index_path.string());
         nlohmann::json index;
         try {
             index = nlohmann::json::parse(reinterpret_cast<const char*>(bytes.data()),

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/json_depth.hpp"
 #include "qsafe/io/atomic_write.hpp"
 #include "qsafe/model/generation.hpp"
 #include "qsafe/model/model_loader.hpp"
@@ -77,6 +78,7 @@ struct ResponseSet {
             if (line.empty()) continue;
             const std::string where = path.string() + ":" + std::to_string(line_no);
             try {
+                require_json_depth(line, where);
                 const auto j = nlohmann::json::parse(line);
                 ResponseSequence s;
                 s.id = j.at("id").get<std::string>();

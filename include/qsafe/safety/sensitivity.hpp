@@ -24,6 +24,7 @@
 
 #include "qsafe/calib/calibration_stats.hpp"
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/json_depth.hpp"
 #include "qsafe/model/decoder.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 #include "qsafe/registry/scheme_registry.hpp"
@@ -116,6 +117,7 @@ inline SensitivityTable measure_sensitivity(LlamaModel& model, const ResponseSet
         for (std::size_t no = 1; std::getline(in, line); ++no) {
             if (line.empty()) continue;
             try {
+                if (json_depth_exceeded_at(line) != std::string::npos) continue;  // not a line this cache writes
                 const auto j = nlohmann::json::parse(line);
                 cached[detail::sensitivity_key(j.at("source"), j.at("tensor"), j.at("scheme"))] = j.at("kl").get<double>();
             } catch (const nlohmann::json::exception&) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <qsafe/core/error.hpp>
+#include <qsafe/core/json_depth.hpp>
 #include <qsafe/tokenizer/sentencepiece_bpe.hpp>
 #include <qsafe/tokenizer/vocabulary.hpp>
 
@@ -97,17 +98,24 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
             model.value("end_of_word_suffix", Json()).is_string())
             throw config_error(origin + ": model: continuing_subword_prefix / end_of_word_suffix are not supported");
 
-        // Token table: model.vocab plus added_tokens, indexed by id without gaps.
+        // Token table: model.vocab plus added_tokens, indexed by id without gaps. n entries without gaps
+        // have ids below n, so a larger id is refused before the table is sized by it.
         std::vector<std::optional<std::string>> texts;
+        const Json no_added = Json::array();
+        const Json& added_tokens = tok.contains("added_tokens") ? tok.at("added_tokens") : no_added;
+        const std::size_t entries = model.at("vocab").size() + (added_tokens.is_array() ? added_tokens.size() : 0);
         const auto place = [&](std::int64_t id, const std::string& text, const char* key) {
             if (id < 0 || id > 0x7FFFFFFF)
                 throw format_error(origin + ": " + key + ": bad token id " + std::to_string(id));
+            if (static_cast<std::size_t>(id) >= entries)
+                throw format_error(origin + ": " + key + ": token '" + text + "' has id " + std::to_string(id) + ", but only " +
+                                   std::to_string(entries) + " tokens are listed (ids must run from 0 without gaps)");
             if (texts.size() <= static_cast<std::size_t>(id)) texts.resize(static_cast<std::size_t>(id) + 1);
             texts[static_cast<std::size_t>(id)] = text;
         };
         for (const auto& [text, id] : model.at("vocab").items()) place(id.get<std::int64_t>(), text, "model.vocab");
         std::vector<std::pair<std::size_t, bool>> added;  // id, special
-        for (const Json& a : tok.value("added_tokens", Json::array())) {
+        for (const Json& a : added_tokens) {
             place(a.at("id").get<std::int64_t>(), a.at("content").get<std::string>(), "added_tokens");
             added.emplace_back(a.at("id").get<std::size_t>(), a.value("special", false));
         }
@@ -219,8 +227,10 @@ inline nlohmann::json parse_json_file(const std::filesystem::path& path) {
     if (!in) throw io_error(path.string() + ": cannot open");
     std::ostringstream text;
     text << in.rdbuf();
+    const std::string content = text.str();
+    require_json_depth(content, path.string());
     try {
-        return nlohmann::json::parse(text.str());
+        return nlohmann::json::parse(content);
     } catch (const nlohmann::json::exception& e) {
         throw format_error(path.string() + ": invalid JSON: " + e.what());
     }
