@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -154,6 +157,76 @@ TEST_CASE("HF config.json: zero, negative, non-integer and absurd counts are nam
     inf_theta.rope_theta = std::numeric_limits<float>::infinity();
     CHECK_THROWS_WITH_AS(inf_theta.validate("x.gguf"), doctest::Contains("x.gguf: invalid model config: rope theta and norm epsilon must be positive and finite"),
                          format_error);
+}
+
+TEST_CASE("non-finite weights are refused at load, naming the file, tensor, row and column") {
+    const auto dir = temp_dir("nonfinite");
+    // A NaN in one F32 weight of a GGUF file and an Inf in a safetensors checkpoint: the model used to load
+    // and answer nothing.
+    tiny::TinyLlama t(17);
+    t.w["model.layers.1.mlp.up_proj.weight"](2, 3) = std::numeric_limits<float>::quiet_NaN();
+    t.w["model.norm.weight"](0, 5) = std::numeric_limits<float>::infinity();
+    t.write_gguf(dir / "nan.gguf");
+    CHECK_THROWS_WITH_AS(load_gguf(dir / "nan.gguf"),
+                         doctest::Contains("nan.gguf: tensor 'blk.1.ffn_up.weight': non-finite value (nan) at row 2, column 3"),
+                         format_error);
+    t.w["model.layers.1.mlp.up_proj.weight"](2, 3) = 0.5f;
+    t.write_hf(dir / "hf");
+    CHECK_THROWS_WITH_AS(load_hf(dir / "hf"), doctest::Contains("tensor 'model.norm.weight': non-finite value (inf) at row 0, column 5"),
+                         format_error);
+
+    // A NaN block scale in a qsafe quantized layer, and a NaN fp16 outlier column value.
+    const RowMatrixF w = RowMatrixF::Random(8, 256);
+    using Sym = Scheme<Bits<4>, GroupSize<32>, Symmetric>;
+    auto m = quantize_rtn<Sym>(w);
+    m.scales[2 * m.groups_per_row + 5] = to_fp16(std::numeric_limits<float>::quiet_NaN());
+    CHECK_THROWS_WITH_AS((void)deserialize_quantized_matrix<Sym>(serialize(m), "layer 'x'"),
+                         doctest::Contains("layer 'x'"), format_error);
+    CHECK_THROWS_WITH_AS((void)deserialize_quantized_matrix<Sym>(serialize(m), "layer 'x'"),
+                         doctest::Contains("non-finite scale (nan) at row 2, group 5"), format_error);
+    using Columns = Scheme<Bits<4>, GroupSize<32>, Asymmetric, UniformGrid, OutlierColumns<4>>;
+    QuantizeOptions opt;
+    auto c = quantize_rtn<Columns>(w, opt);
+    REQUIRE(c.outlier_columns.columns.size() == 4);
+    c.outlier_columns.values[3 * 4 + 1] = to_fp16(std::numeric_limits<float>::infinity());
+    const std::string where = "non-finite outlier column value at row 3, column " + std::to_string(c.outlier_columns.columns[1]);
+    CHECK_THROWS_WITH_AS((void)deserialize_quantized_matrix<Columns>(serialize(c)), doctest::Contains(where.c_str()), format_error);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a quantized layer whose shape claims more than its bytes hold is refused before allocating") {
+    using Sym = Scheme<Bits<4>, GroupSize<32>, Symmetric>;
+    const RowMatrixF w = RowMatrixF::Random(8, 256);
+    std::vector<std::byte> bytes = serialize(quantize_rtn<Sym>(w));
+    // The shape is two little-endian u64 (rows 8, cols 256) after the header: make it 2^30 x 2^10.
+    std::array<std::byte, 16> shape{};
+    const std::uint64_t rows = 8, cols = 256, huge_rows = 1ull << 30, huge_cols = 1ull << 10;
+    std::memcpy(shape.data(), &rows, 8);
+    std::memcpy(shape.data() + 8, &cols, 8);
+    const auto at = std::search(bytes.begin(), bytes.end(), shape.begin(), shape.end());
+    REQUIRE(at != bytes.end());
+    std::memcpy(&*at, &huge_rows, 8);
+    std::memcpy(&*at + 8, &huge_cols, 8);
+    // 2^30 rows of 512 code bytes and 32 fp16 scales: 576 GiB claimed by a 1.2 kB buffer.
+    CHECK_THROWS_WITH_AS((void)deserialize_quantized_matrix<Sym>(bytes, "layer 'x'"),
+                         doctest::Contains("layer 'x'"), format_error);
+    CHECK_THROWS_WITH_AS((void)deserialize_quantized_matrix<Sym>(bytes, "layer 'x'"),
+                         doctest::Contains("shape 1073741824x1024 needs 618475290624 bytes of codes and scales, but only"),
+                         format_error);
+}
+
+TEST_CASE("a block count beyond the file's tensors is refused before the layer table is allocated") {
+    const auto dir = temp_dir("blocks");
+    const tiny::TinyLlama t(19);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    LlamaConfig config = config_from_gguf(file);
+    config.n_layers = 10000000;  // as a corrupted llama.block_count would claim
+    CHECK_THROWS_WITH_AS(load_llama_weights(config, GgufTensorSource(file), rtn_builder(SchemeRules::parse("*=fp32"))),
+                         doctest::Contains("tiny.gguf: the model config says 10000000 blocks, but tensor "
+                                           "'blk.9999999.attn_norm.weight' is missing"),
+                         format_error);
+    std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("scheme rules: globs, last match wins, bare names match the last part") {

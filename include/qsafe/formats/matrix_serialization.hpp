@@ -2,6 +2,7 @@
 // Byte serialization of QuantizedMatrix<S>: "QSQM", format version, the scheme's description (checked on
 // load), the shape, then every stored array length-prefixed. Loading validates every size and index
 // against the shape, so a corrupt buffer raises format_error instead of producing garbage.
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -48,6 +49,17 @@ QuantizedMatrix<S> deserialize_quantized_matrix(std::span<const std::byte> bytes
     const auto cols = in.get<std::uint64_t>("cols");
     if (rows == 0 || cols == 0 || rows > (1ull << 32) || cols > (1ull << 32) || rows * cols > (1ull << 40))
         in.fail("implausible shape " + std::to_string(rows) + "x" + std::to_string(cols));
+    // The codes and scales the shape implies must be in the bytes before anything that size is allocated:
+    // a few corrupted shape bytes must not make a 3 kB file ask for gigabytes.
+    {
+        const std::size_t r = static_cast<std::size_t>(rows), c = static_cast<std::size_t>(cols);
+        const std::size_t padded = round_up(c, codes_per_unit);
+        const std::size_t groups = (c + (S::per_channel ? padded : S::group_size) - 1) / (S::per_channel ? padded : S::group_size);
+        const std::size_t implied = r * packed_row_bytes(padded, S::bits) + r * groups * sizeof(typename S::scale_format::storage_type);
+        if (implied > in.remaining())
+            in.fail("shape " + std::to_string(rows) + "x" + std::to_string(cols) + " needs " + std::to_string(implied) +
+                    " bytes of codes and scales, but only " + std::to_string(in.remaining()) + " bytes follow");
+    }
     QuantizedMatrix<S> m = QuantizedMatrix<S>::allocate(static_cast<std::size_t>(rows), static_cast<std::size_t>(cols));
     const auto expect = [&](std::size_t got, std::size_t want, const char* what) {
         if (got != want) in.fail(std::string(what) + ": " + std::to_string(got) + " entries, expected " + std::to_string(want));
@@ -91,6 +103,23 @@ QuantizedMatrix<S> deserialize_quantized_matrix(std::span<const std::byte> bytes
     expect(sp.value.size(), sp.col.size(), "sparse values");
     for (auto c : sp.col)
         if (c >= cols) in.fail("sparse column index " + std::to_string(c) + " out of range");
+
+    // Every stored real number must be finite: one NaN scale silently turns a layer's outputs into NaN, and
+    // the model then answers nothing instead of failing (a corrupted file must be refused at load).
+    for (std::size_t i = 0; i < m.scales.size(); ++i)
+        if (!std::isfinite(S::scale_format::load(m.scales[i])))
+            in.fail("non-finite scale (" + std::to_string(S::scale_format::load(m.scales[i])) + ") at row " +
+                    std::to_string(i / m.groups_per_row) + ", group " + std::to_string(i % m.groups_per_row));
+    for (std::size_t i = 0; i < m.codebook.size(); ++i)
+        if (!std::isfinite(to_float(m.codebook[i]))) in.fail("non-finite codebook entry " + std::to_string(i));
+    for (std::size_t i = 0; i < oc.values.size(); ++i)
+        if (!std::isfinite(to_float(oc.values[i])))
+            in.fail("non-finite outlier column value at row " + std::to_string(i / oc.columns.size()) + ", column " +
+                    std::to_string(oc.columns[i % oc.columns.size()]));  // row-major: rows x columns
+    for (std::size_t r = 0; r + 1 < sp.row_ptr.size(); ++r)
+        for (std::uint32_t e = sp.row_ptr[r]; e < sp.row_ptr[r + 1]; ++e)
+            if (!std::isfinite(to_float(sp.value[e])))
+                in.fail("non-finite sparse outlier value at row " + std::to_string(r) + ", column " + std::to_string(sp.col[e]));
     return m;
 }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,25 @@ struct LlamaWeights {
     }
 };
 
+namespace detail {
+/// Throws format_error naming the tensor, row, column (and the ggml block, for block types of that many
+/// values) of the first non-finite value: a NaN or Inf weight, or a block scale that makes a whole block
+/// NaN, would otherwise make the model answer nothing without an error.
+inline void require_finite_tensor(std::span<const float> values, std::size_t cols, const std::string& context,
+                                  std::size_t block_size = 1) {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        if (std::isfinite(values[i])) [[likely]]
+            continue;
+        const std::size_t row = cols == 0 ? 0 : i / cols, col = cols == 0 ? i : i % cols;
+        throw format_error(context + ": non-finite value (" + std::to_string(values[i]) + ") at row " + std::to_string(row) +
+                           ", column " + std::to_string(col) +
+                           (block_size > 1 ? " (block " + std::to_string(col / block_size) + " of the row)" : std::string()));
+    }
+}
+}  // namespace detail
+
 /// fp32 tensors by GGUF-convention name, with their shape checked: matrices are rows x cols row-major.
+/// Every value is finite (sources refuse tensors holding NaN or Inf, naming where).
 class TensorSource {
   public:
     virtual ~TensorSource() = default;
@@ -104,6 +123,7 @@ class GgufTensorSource final : public TensorSource {
             throw format_error(describe() + ": tensor '" + name + "': shape " + shape(t) + ", expected [" + std::to_string(cols) +
                                ", " + std::to_string(rows) + "]");
         const std::vector<float> v = file_.tensor_to_f32(t);
+        detail::require_finite_tensor(v, cols, describe() + ": tensor '" + name + "'", ggml_block_size(t.type));
         return Eigen::Map<const RowMatrixF>(v.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     }
     VectorF vector(const std::string& name, std::size_t n) const override {
@@ -111,6 +131,7 @@ class GgufTensorSource final : public TensorSource {
         if (t.n_elements() != n)
             throw format_error(describe() + ": tensor '" + name + "': shape " + shape(t) + ", expected [" + std::to_string(n) + "]");
         const std::vector<float> v = file_.tensor_to_f32(t);
+        detail::require_finite_tensor(v, n, describe() + ": tensor '" + name + "'", ggml_block_size(t.type));
         return Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
     }
     std::string describe() const override { return file_.path().string(); }
@@ -179,6 +200,7 @@ class SafetensorsTensorSource final : public TensorSource {
             throw format_error(describe() + ": tensor '" + hf + "': shape does not match [" + std::to_string(rows) + ", " +
                                std::to_string(cols) + "]");
         const std::vector<float> v = ckpt_.tensor_to_f32(hf);
+        detail::require_finite_tensor(v, cols, describe() + ": tensor '" + hf + "'");
         RowMatrixF m = Eigen::Map<const RowMatrixF>(v.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
         if (name.find(".attn_q.") != std::string::npos) return permute_rope_rows(m, config_.n_heads);
         if (name.find(".attn_k.") != std::string::npos) return permute_rope_rows(m, config_.n_kv_heads);
@@ -191,6 +213,7 @@ class SafetensorsTensorSource final : public TensorSource {
             throw format_error(describe() + ": tensor '" + hf + "': " + std::to_string(t.n_elements()) + " elements, expected " +
                                std::to_string(n));
         const std::vector<float> v = ckpt_.tensor_to_f32(hf);
+        detail::require_finite_tensor(v, n, describe() + ": tensor '" + hf + "'");
         VectorF out = Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
         if (name.find(".attn_q.bias") != std::string::npos) return permute_rope_rows(out, config_.n_heads);
         if (name.find(".attn_k.bias") != std::string::npos) return permute_rope_rows(out, config_.n_kv_heads);
@@ -240,6 +263,14 @@ class SafetensorsTensorSource final : public TensorSource {
 inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSource& source, const LinearBuilder& build) {
     LlamaWeights w;
     w.config = config;
+    // The block count sizes the layer table: a file claiming millions of blocks must hold their tensors
+    // before that table is allocated (the first and the last block are asked for).
+    for (const std::size_t block : {std::size_t{0}, config.n_layers - 1}) {
+        const std::string norm = "blk." + std::to_string(block) + ".attn_norm.weight";
+        if (config.n_layers > 0 && !source.has(norm))
+            throw format_error(source.describe() + ": the model config says " + std::to_string(config.n_layers) + " blocks, but tensor '" +
+                               norm + "' is missing");
+    }
     const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
     w.token_embedding = source.matrix("token_embd.weight", config.vocab_size, d);
     auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) -> std::unique_ptr<QuantizedLinear> {
