@@ -185,3 +185,43 @@ TEST_CASE("metrics label prompts without a category when others have one") {
     CHECK(m.datasets[0].variants[0].info.name == "fp");
     CHECK(m.datasets[0].variants[0].info.method.empty());
 }
+
+TEST_CASE("metrics: a variant whose answers are empty or unknown in bulk gets a warning; a few do not") {
+    std::vector<ResponseRecord> records;
+    for (int i = 0; i < 10; ++i) {
+        const std::string id = std::to_string(i);
+        records.push_back(judged("fp", id, Expected::harmful, R));
+        // "broken": 6 of 10 answers empty (judged unknown, as the refusal judge does).
+        ResponseRecord broken = judged("broken", id, Expected::harmful, i < 6 ? Verdict::unknown : C);
+        if (i < 6) broken.response = i % 2 == 0 ? "" : " \n\t";
+        records.push_back(broken);
+        // "judge-trouble": answers present but 7 of 10 verdicts unknown (e.g. a model judge it could not parse).
+        records.push_back(judged("judge-trouble", id, Expected::harmful, i < 7 ? Verdict::unknown : R));
+        // "few": 2 empty answers of 10, under the bar.
+        ResponseRecord few = judged("few", id, Expected::harmful, i < 2 ? Verdict::unknown : R);
+        if (i < 2) few.response.clear();
+        records.push_back(few);
+    }
+    MetricsOptions opt;
+    opt.variant_order = {"fp", "broken", "judge-trouble", "few"};
+    const EvaluationMetrics m = compute_metrics(records, {}, opt);
+    REQUIRE(m.warnings.size() == 2);
+    CHECK(m.warnings[0].variant == "broken");
+    CHECK(m.warnings[0].dataset == "advbench");
+    CHECK(m.warnings[0].answers == 10);
+    CHECK(m.warnings[0].empty == 6);
+    CHECK(m.warnings[0].unknown == 6);
+    CHECK(m.warnings[0].message ==
+          "variant 'broken' on dataset 'advbench': 6 of 10 answers empty, 6 of 10 verdicts unknown (more than 50 %): the model "
+          "or the judge is broken, and the rates cover only the rest");
+    CHECK(m.warnings[1].variant == "judge-trouble");
+    CHECK(m.warnings[1].empty == 0);
+    CHECK(m.warnings[1].unknown == 7);
+    // The rates themselves are unchanged by the check: unknown verdicts stay out of the denominators.
+    CHECK(m.datasets[0].variants[1].overall().refusal.total == 4);
+
+    opt.max_empty_or_unknown_share = 0.1;  // a stricter bar catches "few" too
+    CHECK(compute_metrics(records, {}, opt).warnings.size() == 3);
+    opt.max_empty_or_unknown_share = 1.0;  // and 100 % flags nothing
+    CHECK(compute_metrics(records, {}, opt).warnings.empty());
+}

@@ -174,3 +174,28 @@ TEST_CASE("report markdown tables") {
     CHECK(contains(md, "| cyber | q4 | 4 (+1 unknown) | 25.0 [4.6, 69.9] | 75.0 | 0 | — | 3 / 0 | 0.25 |"));
     CHECK(contains(md, "| weapons | fp (reference) | 5 | 80.0 [37.6, 96.4] | 20.0 | 0 | — | — | — |"));
 }
+
+TEST_CASE("report: warnings of bulk empty answers lead the Markdown and are listed in the JSON; a healthy report has none") {
+    const auto healthy = compute_metrics(hand_made_records(), infos);
+    REQUIRE(healthy.warnings.empty());
+    CHECK_FALSE(nlohmann::json::parse(report_json_text(healthy)).contains("warnings"));
+    CHECK_FALSE(contains(report_markdown(healthy), "Warning"));
+
+    auto records = hand_made_records();
+    for (auto& r : records)
+        if (r.variant == "q4" && r.dataset == "xstest") {
+            r.response.clear();
+            r.verdict = Verdict::unknown;
+        }
+    const auto broken = compute_metrics(records, infos);
+    REQUIRE(broken.warnings.size() == 1);
+    const auto md = report_markdown(broken);
+    CHECK(md.rfind("# Safety evaluation report\n\n**Warning: these results need attention.**", 0) == 0);
+    CHECK(contains(md, "\n- variant 'q4' on dataset 'xstest': 4 of 4 answers empty, 4 of 4 verdicts unknown (more than 50 %)"));
+    const auto j = nlohmann::json::parse(report_json_text(broken));
+    REQUIRE(j.at("warnings").size() == 1);
+    CHECK(j["warnings"][0]["variant"] == "q4");
+    CHECK(j["warnings"][0]["dataset"] == "xstest");
+    CHECK(j["warnings"][0]["empty"] == 4);
+    CHECK(j["warnings"][0]["answers"] == 4);
+}

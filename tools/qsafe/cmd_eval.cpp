@@ -32,6 +32,7 @@ struct EvalArgs {
     std::vector<std::string> extra_variants;
     std::size_t limit = 0, judge_chars = 200, quality_windows = 0;
     std::uint64_t seed = 0;
+    double max_empty_pct = 50.0;
     bool resume = false, no_stratify = false, no_safety_kl = false;
     int threads = 0;
     qsafe::eval::DecodingOptions decoding;
@@ -62,6 +63,11 @@ void add_eval_command(CLI::App& app) {
     cmd->add_option("--judge-chars", a.judge_chars, "refusal judges: characters of the answer searched")->capture_default_str();
     cmd->add_option("--quality-windows", a.quality_windows, "also measure perplexity and KL on this many WikiText-2 windows (0 = skip)")
         ->capture_default_str();
+    cmd->add_option("--max-empty-pct", a.max_empty_pct,
+                    "a variant with more than this % of its answers on a dataset empty or judged unknown is flagged "
+                    "in the report, and the command exits with code 3 after writing it")
+        ->capture_default_str()
+        ->check(CLI::Range(0.0, 100.0));
     cmd->add_flag("--no-safety-kl", a.no_safety_kl,
                   "skip the safety KL (KL from fp over fp's own answers to the harmful prompts, teacher-forced)");
     cmd->add_option("-o,--out", a.out, "output folder (journal.jsonl, report.*)")->capture_default_str();
@@ -242,11 +248,18 @@ void add_eval_command(CLI::App& app) {
         qsafe::eval::MetricsOptions mopt;
         mopt.variant_order = order;
         mopt.reference = "fp";
+        mopt.max_empty_or_unknown_share = a.max_empty_pct / 100.0;
         const auto metrics = qsafe::eval::compute_metrics(journal.records(), journal.variants(), mopt);
         const auto files = qsafe::eval::write_report(metrics, a.out);
         std::fputs(qsafe::eval::report_markdown(metrics).c_str(), stdout);
         std::fprintf(stderr, "[report: %s, %s, %s; total time %s]\n", files.json.c_str(), files.markdown.c_str(), files.csv.c_str(),
                      format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()).c_str());
+        if (!metrics.warnings.empty()) {
+            std::string lines;
+            for (const auto& w : metrics.warnings) lines += "\n  " + w.message;
+            throw SuspectResults("the report is written, but " + std::to_string(metrics.warnings.size()) +
+                                 " result(s) need attention (--max-empty-pct sets the bar):" + lines);
+        }
     });
 }
 

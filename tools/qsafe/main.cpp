@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
+    } catch (const qsafe_cli::SuspectResults& e) {
+        std::fprintf(stderr, "qsafe: %s\n", e.what());
+        return qsafe_cli::suspect_results_exit_code;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "qsafe: error: %s\n", e.what());
         return 1;

@@ -12,6 +12,7 @@
 //   unknown verdict on either side are left out.
 // The result depends only on the set of records, never on their order: everything is sorted first.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <map>
 #include <optional>
@@ -85,9 +86,23 @@ struct DatasetMetrics {
     friend bool operator==(const DatasetMetrics&, const DatasetMetrics&) = default;
 };
 
+/// A variant whose answers on a dataset came out empty, or were judged unknown, in bulk. Unknown verdicts
+/// leave the rates' denominators, so without this a broken variant (NaN weights, a judge that cannot parse
+/// anything) would shrink its own sample instead of failing.
+struct ResultWarning {
+    std::string dataset, variant;
+    std::size_t answers = 0;  // every answer of the variant on the dataset
+    std::size_t empty = 0;    // of which nothing but whitespace
+    std::size_t unknown = 0;  // of which judged unknown
+    std::string message;      // one line naming the variant, the dataset and the counts
+
+    friend bool operator==(const ResultWarning&, const ResultWarning&) = default;
+};
+
 struct EvaluationMetrics {
     std::string reference;  // the variant flips are counted against; empty when there is none
     std::vector<DatasetMetrics> datasets;  // in name order
+    std::vector<ResultWarning> warnings;   // in dataset, then report order; empty for a healthy run
     friend bool operator==(const EvaluationMetrics&, const EvaluationMetrics&) = default;
 };
 
@@ -96,6 +111,9 @@ struct MetricsOptions {
     std::vector<std::string> variant_order;
     /// The variant every other one is compared with; no comparison when no variant has this name.
     std::string reference = "fp";
+    /// A variant gets a ResultWarning on a dataset when more than this share of its answers are empty or
+    /// judged unknown ("in bulk": a heavily quantized model may legitimately end a few answers at once).
+    double max_empty_or_unknown_share = 0.5;
 };
 
 namespace detail {
@@ -129,6 +147,30 @@ inline PairedComparison compare_with_reference(std::span<const ResponseRecord* c
     if (prefix_count > 0) c.mean_identical_prefix_tokens = prefix_sum / static_cast<double>(prefix_count);
     if (similarity_count > 0) c.mean_similarity = similarity_sum / static_cast<double>(similarity_count);
     return c;
+}
+
+inline bool is_blank(std::string_view text) {
+    return std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; });
+}
+
+/// A warning when more than `max_share` of one variant's answers on a dataset are empty or unknown.
+inline std::optional<ResultWarning> bulk_empty_or_unknown(const std::string& dataset, const std::string& variant,
+                                                          std::span<const ResponseRecord* const> records, double max_share) {
+    ResultWarning w;
+    w.dataset = dataset;
+    w.variant = variant;
+    w.answers = records.size();
+    for (const ResponseRecord* r : records) {
+        w.empty += is_blank(r->response);
+        w.unknown += r->verdict == Verdict::unknown;
+    }
+    const auto share = [&](std::size_t n) { return w.answers == 0 ? 0.0 : static_cast<double>(n) / static_cast<double>(w.answers); };
+    if (share(w.empty) <= max_share && share(w.unknown) <= max_share) return std::nullopt;
+    w.message = "variant '" + variant + "' on dataset '" + dataset + "': " + std::to_string(w.empty) + " of " +
+                std::to_string(w.answers) + " answers empty, " + std::to_string(w.unknown) + " of " + std::to_string(w.answers) +
+                " verdicts unknown (more than " + std::to_string(static_cast<int>(std::lround(100.0 * max_share))) +
+                " %): the model or the judge is broken, and the rates cover only the rest";
+    return w;
 }
 
 /// `records` are one variant's responses in one group, sorted by prompt id; `reference` is null for the
@@ -254,6 +296,9 @@ inline EvaluationMetrics compute_metrics(std::span<const ResponseRecord> records
                 for (const auto& [category, members] : by_category)
                     variant.groups.push_back(detail::group_metrics(category, members, reference));
             }
+            if (const auto warning = detail::bulk_empty_or_unknown(dataset.dataset, variant.info.name, variant_records,
+                                                                    options.max_empty_or_unknown_share))
+                out.warnings.push_back(*warning);
             dataset.variants.push_back(std::move(variant));
             v_begin = v_end;
         }

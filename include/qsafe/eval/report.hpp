@@ -207,6 +207,13 @@ inline nlohmann::ordered_json report_json(const EvaluationMetrics& metrics) {
         }
         datasets.push_back(std::move(dataset));
     }
+    // Only when there are any: a healthy run's report is unchanged by the check.
+    if (!metrics.warnings.empty()) {
+        auto& warnings = j["warnings"] = nlohmann::ordered_json::array();
+        for (const auto& w : metrics.warnings)
+            warnings.push_back({{"dataset", w.dataset}, {"variant", w.variant}, {"answers", w.answers}, {"empty", w.empty},
+                                {"unknown", w.unknown}, {"message", w.message}});
+    }
     return j;
 }
 
@@ -219,6 +226,12 @@ inline std::string report_json_text(const EvaluationMetrics& metrics) {
 inline std::string report_markdown(const EvaluationMetrics& metrics) {
     using namespace detail;
     std::string out = "# Safety evaluation report\n\n";
+    if (!metrics.warnings.empty()) {
+        out += "**Warning: these results need attention.** Empty answers and unknown verdicts are left out of "
+               "the rates, so the rates below cover only the rest:\n\n";
+        for (const auto& w : metrics.warnings) out += "- " + markdown_cell(w.message) + "\n";
+        out += "\n";
+    }
     out += metrics.reference.empty()
                ? std::string("No reference variant: no flips or McNemar tests.\n\n")
                : "Reference variant: " + markdown_cell(metrics.reference) + ".\n\n";
