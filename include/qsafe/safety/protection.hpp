@@ -4,10 +4,17 @@
 //   wanda      the largest Wanda scores on the utility data (activation-aware outliers, SpQR-like)
 //   safety     safety-critical weights: the largest Wanda scores on the safety data that are not in the
 //              top `utility_exclusion` by utility Wanda score (weight_scores.hpp)
+//   snip       safety-critical weights by SNIP score |w · ∂L/∂w| on (harmful prompt → refusal) pairs
+//              (snip_scores.hpp), as Q-resafe chooses them
 // The fraction protected per tensor and the utility exclusion are per-tensor rules
-// ("blk.*=0.5%,blk.*.ffn_down=1%"), matched like scheme rules. The choice is made on the full-precision
+// ("blk.*=0.5%,blk.*.ffn_down=1%"), matched like scheme rules. Instead of a fraction per tensor, a global
+// fraction takes one threshold over the scores of every covered tensor together (Q-resafe's form), so a
+// tensor with more high scores keeps more weights; the per-tensor rules then only say which tensors take
+// part. Scores must be comparable across tensors for that: magnitude, wanda and snip, not safety. The choice is made on the full-precision
 // weights before any method transforms them (AWQ only rescales rows and columns, so indices stay valid).
 #include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -19,18 +26,20 @@
 #include "qsafe/ptq/protected_weights.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 #include "qsafe/quant/outlier_selection.hpp"
+#include "qsafe/safety/snip_scores.hpp"
 #include "qsafe/safety/weight_scores.hpp"
 
 namespace qsafe {
 
-enum class ProtectMode { none, magnitude, wanda, safety };
+enum class ProtectMode { none, magnitude, wanda, safety, snip };
 
 inline ProtectMode parse_protect_mode(std::string_view s) {
     if (s == "none") return ProtectMode::none;
     if (s == "magnitude") return ProtectMode::magnitude;
     if (s == "wanda") return ProtectMode::wanda;
     if (s == "safety") return ProtectMode::safety;
-    throw config_error("unknown protection '" + std::string(s) + "' (known: none, magnitude, wanda, safety)");
+    if (s == "snip") return ProtectMode::snip;
+    throw config_error("unknown protection '" + std::string(s) + "' (known: none, magnitude, wanda, safety, snip)");
 }
 inline const char* protect_mode_name(ProtectMode m) {
     switch (m) {
@@ -38,6 +47,7 @@ inline const char* protect_mode_name(ProtectMode m) {
         case ProtectMode::magnitude: return "magnitude";
         case ProtectMode::wanda: return "wanda";
         case ProtectMode::safety: return "safety";
+        case ProtectMode::snip: return "snip";
     }
     return "none";
 }
@@ -80,6 +90,11 @@ struct ProtectOptions {
     FractionRules fraction = FractionRules::parse("blk.*=0.5%");
     /// safety mode: the top fraction by utility score that is never chosen (Wei et al.'s p).
     FractionRules utility_exclusion = FractionRules::parse("blk.*=0.5%");
+    /// > 0: one threshold over all covered tensors' scores keeps this fraction of their weights in all
+    /// (estimated from `global_sample` scores drawn with `seed`; see sampled_top_threshold).
+    double global_fraction = 0.0;
+    std::size_t global_sample = 1'000'000;
+    std::uint64_t seed = 0;
 };
 
 /// Throws config_error, before any scoring work, when a tensor that would get protected weights is ruled
@@ -100,28 +115,59 @@ inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, c
     }
 }
 
-/// The weights to keep in fp16. `safety` and `utility` are input statistics on the safety and utility data
-/// (what each mode needs: safety needs both, wanda needs utility, magnitude neither). `weights` must hold
-/// the full-precision model.
+/// The weights to keep in fp16. `safety` and `utility` are input statistics on the safety and utility data,
+/// `snip` SNIP scores (what each mode needs: safety needs both statistics, wanda the utility statistics, snip
+/// the SNIP scores, magnitude nothing). `weights` must hold the full-precision model.
 inline ProtectedWeights plan_protection(LlamaWeights& weights, const CalibrationStats* safety, const CalibrationStats* utility,
-                                        const ProtectOptions& opt) {
+                                        const ProtectOptions& opt, const SnipScores* snip = nullptr) {
     ProtectedWeights plan;
     plan.method = protect_mode_name(opt.mode);
     if (opt.mode == ProtectMode::none) return plan;
     if (opt.mode == ProtectMode::safety && !safety) throw config_error("safety protection needs statistics on safety data");
     if ((opt.mode == ProtectMode::safety || opt.mode == ProtectMode::wanda) && !utility)
         throw config_error(std::string(protect_mode_name(opt.mode)) + " protection needs statistics on utility data");
+    if (opt.mode == ProtectMode::snip && !snip) throw config_error("snip protection needs SNIP scores");
+    const bool global = opt.global_fraction > 0.0;
+    if (global && opt.mode == ProtectMode::safety)
+        throw config_error("a global protection fraction needs scores comparable across tensors (magnitude, wanda or snip), not safety");
+    // The score of every weight of one tensor, for the modes that rank by a single score.
+    auto scores_of = [&](const std::string& name, ConstMatrixView view) -> std::vector<float> {
+        switch (opt.mode) {
+            case ProtectMode::magnitude: {
+                std::vector<float> s(view.rows * view.cols);
+                for (std::size_t i = 0; i < s.size(); ++i) s[i] = std::abs(view.data[i]);
+                return s;
+            }
+            case ProtectMode::wanda: return wanda_scores(view, utility->require(name), name);
+            case ProtectMode::snip: {
+                const auto& s = snip->require(name);
+                if (s.size() != view.rows * view.cols)
+                    throw shape_error("SNIP scores of '" + name + "': " + std::to_string(s.size()) + " scores for a " + std::to_string(view.rows) +
+                                      " x " + std::to_string(view.cols) + " weight");
+                return s;
+            }
+            case ProtectMode::safety:
+            case ProtectMode::none: break;
+        }
+        return {};
+    };
+    std::vector<std::pair<std::string, std::vector<float>>> pooled;  // global mode: chosen after all are scored
     for (const auto& [name, layer] : detail::linear_layers(weights)) {
         const double fraction = opt.fraction.fraction_for(name);
         if (fraction <= 0.0) continue;
         const RowMatrixF w = (*layer)->dequantize();
         const ConstMatrixView view(w.data(), static_cast<std::size_t>(w.rows()), static_cast<std::size_t>(w.cols()));
+        if (global) {
+            pooled.emplace_back(name, scores_of(name, view));
+            continue;
+        }
         std::vector<std::size_t> chosen;
         switch (opt.mode) {
             case ProtectMode::magnitude: chosen = select_sparse_outliers(view, fraction, {}); break;
-            case ProtectMode::wanda: {
-                const auto u = wanda_scores(view, utility->require(name), name);
-                chosen = top_scored(u, fraction_count(fraction, u.size()));
+            case ProtectMode::wanda:
+            case ProtectMode::snip: {
+                const auto s = scores_of(name, view);
+                chosen = top_scored(s, fraction_count(fraction, s.size()));
                 break;
             }
             case ProtectMode::safety: {
@@ -133,6 +179,15 @@ inline ProtectedWeights plan_protection(LlamaWeights& weights, const Calibration
             case ProtectMode::none: break;
         }
         if (!chosen.empty()) plan.indices.emplace(name, std::move(chosen));
+    }
+    if (global && !pooled.empty()) {
+        std::vector<std::span<const float>> spans;
+        for (const auto& [name, s] : pooled) spans.emplace_back(s);
+        const float threshold = sampled_top_threshold(spans, opt.global_fraction, opt.global_sample, opt.seed);
+        for (auto& [name, s] : pooled) {
+            auto chosen = at_or_above(s, threshold);
+            if (!chosen.empty()) plan.indices.emplace(name, std::move(chosen));
+        }
     }
     return plan;
 }

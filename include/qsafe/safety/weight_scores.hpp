@@ -12,7 +12,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <functional>
+#include <limits>
 #include <numeric>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -69,6 +72,48 @@ inline std::vector<std::size_t> select_safety_critical(std::span<const float> sa
     std::vector<std::uint8_t> allowed(n, 1);
     for (const std::size_t i : top_scored(utility, fraction_count(utility_exclusion, n))) allowed[i] = 0;
     return top_scored(safety, fraction_count(fraction, n), allowed);
+}
+
+/// The score at or above which the top `fraction` of all scores of `tensors` (taken together) lie: a global
+/// threshold, as Q-resafe takes it, estimated from `sample_size` scores drawn uniformly at random (with
+/// replacement, seeded) — exact when the tensors hold no more scores than that. +inf when fraction is 0
+/// (nothing is chosen).
+inline float sampled_top_threshold(std::span<const std::span<const float>> tensors, double fraction, std::size_t sample_size = 1'000'000,
+                                   std::uint64_t seed = 0) {
+    if (!(fraction >= 0.0 && fraction <= 1.0)) throw config_error("global fraction " + std::to_string(fraction) + " is not in [0, 1]");
+    if (sample_size == 0) throw config_error("global threshold: the sample must hold at least one score");
+    std::size_t total = 0;
+    for (const auto& t : tensors) total += t.size();
+    if (total == 0) throw config_error("global threshold: no scores");
+    if (fraction == 0.0) return std::numeric_limits<float>::infinity();
+    std::vector<float> sample;
+    if (total <= sample_size) {
+        sample.reserve(total);
+        for (const auto& t : tensors) sample.insert(sample.end(), t.begin(), t.end());
+    } else {
+        // Cumulative sizes locate the tensor of each drawn position.
+        std::vector<std::size_t> ends;
+        for (const auto& t : tensors) ends.push_back((ends.empty() ? 0 : ends.back()) + t.size());
+        std::mt19937_64 rng(seed);
+        std::uniform_int_distribution<std::size_t> pick(0, total - 1);
+        sample.reserve(sample_size);
+        for (std::size_t k = 0; k < sample_size; ++k) {
+            const std::size_t at = pick(rng);
+            const auto t = static_cast<std::size_t>(std::upper_bound(ends.begin(), ends.end(), at) - ends.begin());
+            sample.push_back(tensors[t][at - (t == 0 ? 0 : ends[t - 1])]);
+        }
+    }
+    const std::size_t keep = std::max<std::size_t>(1, static_cast<std::size_t>(std::llround(fraction * static_cast<double>(sample.size()))));
+    std::nth_element(sample.begin(), sample.begin() + static_cast<std::ptrdiff_t>(keep - 1), sample.end(), std::greater<float>());
+    return sample[keep - 1];
+}
+
+/// Indices (ascending) of the scores at or above `threshold`.
+inline std::vector<std::size_t> at_or_above(std::span<const float> scores, float threshold) {
+    std::vector<std::size_t> out;
+    for (std::size_t i = 0; i < scores.size(); ++i)
+        if (scores[i] >= threshold) out.push_back(i);
+    return out;
 }
 
 }  // namespace qsafe
