@@ -199,7 +199,11 @@ TEST_CASE("--protect snip: per-tensor fractions keep each tensor's top SNIP scor
     CHECK(lowest_chosen >= highest_other);
     CHECK(max_count > min_count);  // tensors keep different shares, unlike the per-tensor form
 
-    opt.mode = ProtectMode::safety;
-    CHECK_THROWS_AS(plan_protection(model, nullptr, nullptr, opt), config_error);
+    CHECK_NOTHROW(check_protectable(model, SchemeRules::parse("*=int4-g32-asym"), opt));
+    opt.mode = ProtectMode::safety;  // its scores are a set difference, not one comparable number
+    CHECK_THROWS_WITH_AS(check_protectable(model, SchemeRules::parse("*=int4-g32-asym"), opt), doctest::Contains("global"), config_error);
+    opt.mode = ProtectMode::snip;
+    opt.fraction = FractionRules::parse("output=1%");
+    CHECK_THROWS_WITH_AS(check_protectable(model, SchemeRules::parse("*=int4-g32-asym"), opt), doctest::Contains("output.weight: SNIP"), config_error);
     CHECK_THROWS_AS(parse_protect_mode("snipp"), config_error);
 }

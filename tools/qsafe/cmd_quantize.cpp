@@ -92,12 +92,14 @@ void add_quantize_command(CLI::App& app) {
             if (protect.enabled()) {
                 qsafe::check_protectable(fp.model.mutable_weights(), qsafe::SchemeRules::parse(rules), protect.options());
                 std::optional<qsafe::CalibrationStats> safety_stats;
+                std::optional<qsafe::SnipScores> snip;
                 if (protect.mode == "safety") safety_stats = response_set_stats(fp, *safety_set);
+                if (protect.mode == "snip") snip = snip_scores_for(fp, safety, protect.snip_group);
                 plan = qsafe::plan_protection(fp.model.mutable_weights(), safety_stats ? &*safety_stats : nullptr,
-                                              utility_stats ? &*utility_stats : nullptr, protect.options());
+                                              utility_stats ? &*utility_stats : nullptr, protect.options(), snip ? &*snip : nullptr);
                 std::fprintf(stderr, "[protection (%s): %zu weights in %zu tensors kept in fp16]\n", protect.mode.c_str(), plan->total(),
                              plan->indices.size());
-                file_method += "+protect-" + protect.mode;
+                file_method += "+protect-" + protect.mode + (protect.global.empty() ? "" : "-global");
             }
         }
         v.rules = rules;

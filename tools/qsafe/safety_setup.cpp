@@ -15,6 +15,8 @@
 #include "qsafe/io/atomic_write.hpp"
 #include "qsafe/safety/response_kl.hpp"
 #include "qsafe/safety/sensitivity.hpp"
+#include "qsafe/train/alignment_data.hpp"
+#include "qsafe/train/objectives.hpp"
 
 namespace qsafe_cli {
 
@@ -46,17 +48,7 @@ std::string SafetyDataOptions::describe() const {
     return d;
 }
 
-qsafe::ResponseSet safety_response_set(qsafe::LoadedModel& fp, const SafetyDataOptions& opt) {
-    const std::string source = opt.describe();
-    if (!opt.set_file.empty() && std::filesystem::exists(opt.set_file)) {
-        auto set = qsafe::ResponseSet::load(opt.set_file, fp.model.config().vocab_size);
-        if (set.source != source)
-            throw qsafe::config_error(opt.set_file + " holds safety data '" + set.source + "', these options ask for '" + source +
-                                      "'; remove the file or change --safety-set");
-        std::fprintf(stderr, "[safety data from %s: %zu answers, %zu scored tokens]\n", opt.set_file.c_str(), set.sequences.size(),
-                     set.scored_positions());
-        return set;
-    }
+SafetyPrompts safety_prompts(const SafetyDataOptions& opt) {
     std::set<std::string> excluded;
     for (const auto& name : split_commas(opt.exclude)) {
         const auto dataset = qsafe::eval::load_named_dataset(name, data_options(opt.seed));
@@ -84,6 +76,21 @@ qsafe::ResponseSet safety_response_set(qsafe::LoadedModel& fp, const SafetyDataO
         chosen_ids.push_back(ids[i]);
         chosen.push_back(prompts[i]);
     }
+    return {chosen_ids, chosen};
+}
+
+qsafe::ResponseSet safety_response_set(qsafe::LoadedModel& fp, const SafetyDataOptions& opt) {
+    const std::string source = opt.describe();
+    if (!opt.set_file.empty() && std::filesystem::exists(opt.set_file)) {
+        auto set = qsafe::ResponseSet::load(opt.set_file, fp.model.config().vocab_size);
+        if (set.source != source)
+            throw qsafe::config_error(opt.set_file + " holds safety data '" + set.source + "', these options ask for '" + source +
+                                      "'; remove the file or change --safety-set");
+        std::fprintf(stderr, "[safety data from %s: %zu answers, %zu scored tokens]\n", opt.set_file.c_str(), set.sequences.size(),
+                     set.scored_positions());
+        return set;
+    }
+    const auto [chosen_ids, chosen] = safety_prompts(opt);
     const auto start = std::chrono::steady_clock::now();
     qsafe::ResponseSetOptions ro;
     ro.max_new_tokens = opt.max_new_tokens;
@@ -124,13 +131,19 @@ qsafe::CalibrationStats response_set_stats(qsafe::LoadedModel& fp, const qsafe::
 void ProtectCliOptions::add_to(CLI::App& cmd) {
     cmd.add_option("--protect", mode,
                    "keep chosen weights in fp16: none, magnitude (largest |w|), wanda (|w|·||x|| on utility data), "
-                   "safety (safety-critical: top Wanda on safety data minus top utility Wanda)")
-        ->check(CLI::IsMember({"none", "magnitude", "wanda", "safety"}))
+                   "safety (safety-critical: top Wanda on safety data minus top utility Wanda), "
+                   "snip (safety-critical: top SNIP |w·dL/dw| of refusals to the safety data's harmful prompts)")
+        ->check(CLI::IsMember({"none", "magnitude", "wanda", "safety", "snip"}))
         ->capture_default_str();
     cmd.add_option("--protect-fraction", fraction, "share of each tensor's weights kept, per-tensor rules ('blk.*=0.5%,output=0')")
         ->capture_default_str();
     cmd.add_option("--utility-exclusion", utility_exclusion,
                    "safety protection: share of top utility-scored weights never counted as safety-critical (rules)")
+        ->capture_default_str();
+    cmd.add_option("--protect-global", global,
+                   "keep this share of all covered weights by one threshold over their scores together (Q-resafe's form, e.g. 0.5%); "
+                   "--protect-fraction then only says which tensors take part (magnitude, wanda, snip)");
+    cmd.add_option("--snip-group", snip_group, "snip: examples per gradient before |w·g| is taken (1 = per example, as published)")
         ->capture_default_str();
 }
 
@@ -139,7 +152,30 @@ qsafe::ProtectOptions ProtectCliOptions::options() const {
     o.mode = qsafe::parse_protect_mode(mode);
     o.fraction = qsafe::FractionRules::parse(fraction);
     o.utility_exclusion = qsafe::FractionRules::parse(utility_exclusion);
+    if (!global.empty()) {
+        o.global_fraction = qsafe::FractionRules::parse_fraction(global);
+        if (o.global_fraction <= 0.0) throw qsafe::config_error("--protect-global " + global + ": give a share above 0%");
+    }
     return o;
+}
+
+qsafe::SnipScores snip_scores_for(const qsafe::LoadedModel& m, const SafetyDataOptions& data, std::size_t examples_per_gradient) {
+    const auto [ids, prompts] = safety_prompts(data);
+    std::vector<qsafe::train::MaskedSequence> examples;
+    examples.reserve(prompts.size());
+    for (const auto& p : prompts) examples.push_back(qsafe::train::render_example(m.tokenizer, m.chat_template, p, qsafe::train::refusal_for(p)));
+    const auto pad = m.tokenizer.pad_id().value_or(qsafe::train::end_of_turn_token(m.tokenizer, m.chat_template));
+    const auto start = std::chrono::steady_clock::now();
+    qsafe::SnipOptions so;
+    so.examples_per_gradient = examples_per_gradient;
+    so.progress = [&](std::size_t done, std::size_t total) {
+        std::fprintf(stderr, "\r[SNIP scores: %zu/%zu refusals, %s]", done, total, format_duration(seconds_since(start)).c_str());
+        if (done == total) std::fprintf(stderr, "\n");
+    };
+    auto scores = qsafe::snip_scores(m.model.weights(), examples, pad, so);
+    std::fprintf(stderr, "[SNIP scores on %s: %zu refusals, %zu refusal tokens in %s]\n", data.describe().c_str(), scores.examples,
+                 scores.tokens, format_duration(seconds_since(start)).c_str());
+    return scores;
 }
 
 void AllocateCliOptions::add_to(CLI::App& cmd) {

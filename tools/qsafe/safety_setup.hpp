@@ -12,6 +12,7 @@
 #include "qsafe/safety/bit_allocation.hpp"
 #include "qsafe/safety/protection.hpp"
 #include "qsafe/safety/response_set.hpp"
+#include "qsafe/safety/snip_scores.hpp"
 
 namespace qsafe_cli {
 
@@ -28,6 +29,12 @@ struct SafetyDataOptions {
     std::string describe() const;
 };
 
+struct SafetyPrompts {
+    std::vector<std::string> ids, prompts;
+};
+/// The harmful prompts the options choose (a seeded sample, in dataset order, minus the excluded datasets').
+SafetyPrompts safety_prompts(const SafetyDataOptions& opt);
+
 /// The fp model's greedy answers to the harmful prompts (from set_file when it exists).
 qsafe::ResponseSet safety_response_set(qsafe::LoadedModel& fp, const SafetyDataOptions& opt);
 
@@ -41,11 +48,16 @@ struct ProtectCliOptions {
     std::string mode = "none";
     std::string fraction = "blk.*=0.5%";
     std::string utility_exclusion = "blk.*=0.5%";
+    std::string global;            // e.g. "0.5%": one threshold over all covered tensors ("" = per tensor)
+    std::size_t snip_group = 1;    // examples per SNIP gradient
 
     void add_to(CLI::App& cmd);
     bool enabled() const { return mode != "none"; }
     qsafe::ProtectOptions options() const;
 };
+
+/// SNIP scores of `m` over refusals (train::refusal_for) to the harmful prompts the safety-data options choose.
+qsafe::SnipScores snip_scores_for(const qsafe::LoadedModel& m, const SafetyDataOptions& data, std::size_t examples_per_gradient);
 
 struct AllocateCliOptions {
     double target_bpw = 0.0;  // 0 = no allocation

@@ -59,17 +59,17 @@ class FractionRules {
     static FractionRules parse(std::string_view text) {
         FractionRules f;
         f.rules_ = SchemeRules::parse(text);
-        for (const auto& r : f.rules_.rules()) (void)parse_value(r.scheme);  // fail early on a bad value
+        for (const auto& r : f.rules_.rules()) (void)parse_fraction(r.scheme);  // fail early on a bad value
         return f;
     }
     /// The fraction for a tensor ("blk.3.attn_q.weight"); 0 when no rule matches.
     double fraction_for(const std::string& tensor) const {
         const std::string v = rules_.scheme_for(tensor);
-        return v == "fp32" ? 0.0 : parse_value(v);
+        return v == "fp32" ? 0.0 : parse_fraction(v);
     }
 
-  private:
-    static double parse_value(const std::string& v) {
+    /// "0.5%" -> 0.005; a bare number other than 0 is refused (write fractions as percentages).
+    static double parse_fraction(const std::string& v) {
         std::string_view s = v;
         const bool percent = !s.empty() && s.back() == '%';
         if (percent) s.remove_suffix(1);
@@ -82,6 +82,8 @@ class FractionRules {
         if (x < 0.0 || x > 1.0) throw config_error("'" + v + "' is not between 0% and 100%");
         return x;
     }
+
+  private:
     SchemeRules rules_;
 };
 
@@ -97,13 +99,19 @@ struct ProtectOptions {
     std::uint64_t seed = 0;
 };
 
-/// Throws config_error, before any scoring work, when a tensor that would get protected weights is ruled
-/// to a scheme that cannot be resolved (quantize_layer resolves the same name: the scheme's "+sparse" form
-/// when it has one, else the scheme itself, wrapped in a ProtectedLinear).
+/// Throws config_error, before any scoring work, when a tensor that would get protected weights has no
+/// scores in the chosen mode (snip: the output layer) or is ruled to a scheme that cannot be resolved
+/// (quantize_layer resolves the same name: the scheme's "+sparse" form when it has one, else the scheme
+/// itself, wrapped in a ProtectedLinear).
 inline void check_protectable(LlamaWeights& weights, const SchemeRules& rules, const ProtectOptions& opt) {
     if (opt.mode == ProtectMode::none) return;
+    if (opt.global_fraction > 0.0 && opt.mode == ProtectMode::safety)
+        throw config_error("a global protection fraction needs scores comparable across tensors (magnitude, wanda or snip), not safety");
     for (const auto& [name, layer] : detail::linear_layers(weights)) {
         if (opt.fraction.fraction_for(name) <= 0.0) continue;
+        if (opt.mode == ProtectMode::snip && !name.starts_with("blk."))
+            throw config_error(name + ": SNIP scores cover the block projections only; give it no protected share ('" +
+                               name.substr(0, name.find(".weight")) + "=0')");
         const std::string scheme = rules.scheme_for(name);
         if (scheme == "fp32") continue;
         try {
