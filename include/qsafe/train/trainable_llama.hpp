@@ -210,26 +210,39 @@ class TrainableLlama {
     }
 
     BaseGradients& base_gradients() noexcept { return base_grads_; }
+    /// Zeroes the base gradients in place: once sized, their buffers never move, so an optimizer may keep
+    /// pointers into them (train/fake_quant.hpp does).
     void zero_base_gradients() {
         const LlamaConfig& c = w_.config;
-        auto zeros_like = [](const QuantizedLinear& q) {
-            return dynamic_cast<const DenseLinear*>(&q) ? RowMatrixF::Zero(static_cast<Eigen::Index>(q.rows()), static_cast<Eigen::Index>(q.cols())) : RowMatrixF();
+        auto reset = [](RowMatrixF& g, const QuantizedLinear& q) {
+            if (!dynamic_cast<const DenseLinear*>(&q)) return g.resize(0, 0);
+            g.resize(static_cast<Eigen::Index>(q.rows()), static_cast<Eigen::Index>(q.cols()));
+            g.setZero();
         };
-        base_grads_.token_embedding = RowMatrixF::Zero(w_.token_embedding.rows(), w_.token_embedding.cols());
+        auto zero = [](auto& g, Eigen::Index rows, Eigen::Index cols) {
+            g.resize(rows, cols);
+            g.setZero();
+        };
+        auto zero_vector = [](VectorF& g, Eigen::Index n) {
+            g.resize(n);
+            g.setZero();
+        };
+        zero(base_grads_.token_embedding, w_.token_embedding.rows(), w_.token_embedding.cols());
         base_grads_.layers.resize(c.n_layers);
         for (std::size_t l = 0; l < c.n_layers; ++l) {
             const LayerWeights& L = w_.layers[l];
             auto& g = base_grads_.layers[l];
-            g.attn_norm = VectorF::Zero(L.attn_norm.size());
-            g.ffn_norm = VectorF::Zero(L.ffn_norm.size());
-            g.bq = VectorF::Zero(L.bq.size());
-            g.bk = VectorF::Zero(L.bk.size());
-            g.bv = VectorF::Zero(L.bv.size());
-            g.wq = zeros_like(*L.wq), g.wk = zeros_like(*L.wk), g.wv = zeros_like(*L.wv), g.wo = zeros_like(*L.wo);
-            g.w_gate = zeros_like(*L.w_gate), g.w_up = zeros_like(*L.w_up), g.w_down = zeros_like(*L.w_down);
+            zero_vector(g.attn_norm, L.attn_norm.size());
+            zero_vector(g.ffn_norm, L.ffn_norm.size());
+            zero_vector(g.bq, L.bq.size());
+            zero_vector(g.bk, L.bk.size());
+            zero_vector(g.bv, L.bv.size());
+            reset(g.wq, *L.wq), reset(g.wk, *L.wk), reset(g.wv, *L.wv), reset(g.wo, *L.wo);
+            reset(g.w_gate, *L.w_gate), reset(g.w_up, *L.w_up), reset(g.w_down, *L.w_down);
         }
-        base_grads_.output_norm = VectorF::Zero(w_.output_norm.size());
-        base_grads_.output = output_is_tied() ? RowMatrixF() : zeros_like(*w_.output);
+        zero_vector(base_grads_.output_norm, w_.output_norm.size());
+        if (output_is_tied()) base_grads_.output.resize(0, 0);
+        else reset(base_grads_.output, *w_.output);
     }
 
     /// Whether the output layer is the token embedding (then its gradient goes to the embedding's).
