@@ -1,6 +1,8 @@
 // One LoRA training step (forward + backward + clipping + AdamW) of SmolLM2-135M-Instruct at 8 × 256 tokens,
-// the shape of tools/reference/torch_lora_speed.py, beside the machine's fp32 GEMM rate measured in the
-// same run. Reports tokens/s (items/s) and, as counters, the step's linear-layer GFLOP and the rate at
+// the shape of tools/reference/torch_lora_speed.py — over an fp32 base, and QLoRA-style over int4 and NF4
+// bases running on their packed weights — and one STE quantization-aware training step (full parameters:
+// every block projection fake-quantized, gradients to the fp32 masters, AdamW, scales re-fitted), beside the
+// machine's fp32 GEMM rate measured in the same run. Reports tokens/s (items/s) and, as counters, the step's linear-layer GFLOP and the rate at
 // which the whole step runs them (a lower bound on the rate of the linear layers themselves).
 //   bench_train                                  (QSAFE_MODEL or QSAFE_CACHE_DIR select the model file)
 //   bench_train --benchmark_filter=gemm          the fp32 GEMM peer alone
@@ -15,11 +17,13 @@
 #include "qsafe/core/fp32_blas.hpp"
 #include "qsafe/model/model_loader.hpp"
 #include "qsafe/train/adamw.hpp"
+#include "qsafe/train/fake_quant.hpp"
 #include "qsafe/train/trainer.hpp"
 
 namespace {
 
-const char* const base_schemes[] = {"fp32", "int4-g128-asym"};
+const char* const base_schemes[] = {"fp32", "int4-g128-asym", "nf4-g64"};
+const char* const ste_schemes[] = {"int4-g128-asym", "int3-g128-asym"};
 constexpr std::size_t sequences = 8, length = 256;
 
 qsafe::LoadedModel* model_for(const std::string& scheme) {
@@ -72,6 +76,39 @@ void bm_lora_step(benchmark::State& state) {
         benchmark::Counter(step_linear_flop(m->model.config(), tokens) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
 }
 
+/// STE: the forward and backward pass through fake-quantized block projections (full gradients), clipping,
+/// AdamW on the masters and norms, and re-fitting every scale on the updated masters.
+void bm_ste_step(benchmark::State& state) {
+    if (!std::filesystem::exists(qsafe::default_model_path())) return state.SkipWithError("model not found; run scripts/fetch_model.sh");
+    qsafe::set_num_threads(static_cast<int>(state.range(1)));
+    const std::string scheme = ste_schemes[state.range(0)];
+    state.SetLabel("STE " + scheme + " (blk.*), full parameters, 8x256");
+    qsafe::LoadedModel m = qsafe::load_model(qsafe::default_model_path());
+    qsafe::LlamaWeights& w = m.model.mutable_weights();
+    qsafe::train::FakeQuantizedLlama qat(w, qsafe::SchemeRules::parse("blk.*=" + scheme));
+    qsafe::train::TrainableLlama net(w, nullptr, {.full_gradients = true});
+    net.zero_base_gradients();
+    const auto params = qat.parameters(net);
+    qsafe::train::AdamW optimizer(params, {});
+    std::mt19937_64 rng(1);
+    std::vector<std::vector<std::int32_t>> seqs(sequences);
+    for (auto& s : seqs)
+        for (std::size_t t = 0; t < length; ++t) s.push_back(static_cast<std::int32_t>(rng() % 49000));
+    const qsafe::train::TrainBatch batch = qsafe::train::TrainBatch::padded(seqs, 2);
+    std::vector<double> dlogp(batch.size(), -1.0 / static_cast<double>(batch.size()));
+    for (auto _ : state) {
+        net.zero_base_gradients();
+        benchmark::DoNotOptimize(net.forward(batch));
+        net.backward(dlogp);
+        qsafe::train::clip_grad_norm(params, 1.0);
+        optimizer.step(1e-5);
+        qat.fake_quantize();
+        net.refresh_weight_caches();
+    }
+    const double tokens = static_cast<double>(sequences * length);
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(tokens));
+}
+
 /// The fp32 GEMM rate of qsafe's back end on the step's largest shape (2048 tokens × 576 → 1536).
 void bm_fp32_gemm(benchmark::State& state) {
     qsafe::set_num_threads(static_cast<int>(state.range(0)));
@@ -89,5 +126,6 @@ void bm_fp32_gemm(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(bm_fp32_gemm)->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(bm_lora_step)->ArgNames({"base", "threads"})->Args({0, 2})->Args({1, 2})->Args({0, 1})->Iterations(3)->UseRealTime()->Unit(benchmark::kSecond);
+BENCHMARK(bm_lora_step)->ArgNames({"base", "threads"})->Args({0, 2})->Args({1, 2})->Args({2, 2})->Args({0, 1})->Iterations(3)->UseRealTime()->Unit(benchmark::kSecond);
+BENCHMARK(bm_ste_step)->ArgNames({"scheme", "threads"})->Args({0, 2})->Args({1, 2})->Iterations(3)->UseRealTime()->Unit(benchmark::kSecond);
 BENCHMARK_MAIN();

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/model_fixtures.hpp"
-#include "model/tiny_llama.hpp"
+#include "common/tiny_weights.hpp"
 #include "qsafe/safety/protection.hpp"
 #include "qsafe/safety/snip_scores.hpp"
 
@@ -18,13 +18,7 @@ using namespace qsafe;
 
 namespace {
 
-LlamaWeights snip_tiny_weights(std::uint64_t seed, const char* rules = "*=fp32") {
-    const tiny::TinyLlama t(seed);
-    const auto path = test_fixtures::temp_dir("snip") / ("tiny_" + std::to_string(seed) + ".gguf");
-    t.write_gguf(path);
-    const gguf::File file = gguf::File::open(path);
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse(rules)));
-}
+LlamaWeights snip_tiny_weights(std::uint64_t seed, const char* rules = "*=fp32") { return test_fixtures::tiny_weights("snip", seed, false, rules); }
 
 /// Three "prompt → refusal" examples of the 61-token vocabulary: the mask covers the answer part only.
 std::vector<train::MaskedSequence> snip_examples() {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "common/model_fixtures.hpp"
-#include "model/tiny_llama.hpp"
+#include "common/tiny_weights.hpp"
 #include "qsafe/train/adamw.hpp"
 #include "qsafe/train/fake_quant.hpp"
 #include "qsafe/train/objectives.hpp"
@@ -17,11 +17,7 @@ using namespace qsafe::train;
 namespace {
 
 LlamaWeights qat_tiny_weights(std::uint64_t seed, bool tied = false, const char* rules = "*=fp32") {
-    const tiny::TinyLlama t(seed, tied);
-    const auto path = test_fixtures::temp_dir("qat") / ("tiny_" + std::to_string(seed) + (tied ? "_tied" : "") + ".gguf");
-    t.write_gguf(path);
-    const gguf::File file = gguf::File::open(path);
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse(rules)));
+    return test_fixtures::tiny_weights("qat", seed, tied, rules);
 }
 
 const std::vector<std::int32_t> qat_sequence = {3, 17, 60, 0, 42, 42, 9, 31, 5, 58, 1, 22, 47, 8, 8, 19, 33, 2, 7, 50};

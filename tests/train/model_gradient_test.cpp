@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/model_fixtures.hpp"
+#include "common/tiny_weights.hpp"
 #include "model/tiny_llama.hpp"
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/train/objectives.hpp"
@@ -21,12 +22,7 @@ using namespace qsafe::train;
 namespace {
 
 LlamaWeights tiny_weights(std::uint64_t seed, bool tied = false, const char* rules = "*=fp32") {
-    const tiny::TinyLlama t(seed, tied);
-    const auto dir = test_fixtures::temp_dir("train");
-    const auto path = dir / ("tiny_" + std::to_string(seed) + (tied ? "_tied" : "") + ".gguf");
-    t.write_gguf(path);
-    const gguf::File file = gguf::File::open(path);
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse(rules)));
+    return test_fixtures::tiny_weights("train", seed, tied, rules);
 }
 
 TrainBatch tiny_batch() {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/model_fixtures.hpp"
-#include "model/tiny_llama.hpp"
+#include "common/tiny_weights.hpp"
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/train/adamw.hpp"
 #include "qsafe/train/trainer.hpp"
@@ -26,13 +26,7 @@ using namespace qsafe::train;
 
 namespace {
 
-LlamaWeights tiny_base(std::uint64_t seed) {
-    const tiny::TinyLlama t(seed);
-    const auto path = test_fixtures::temp_dir("trainer") / ("tiny_" + std::to_string(seed) + ".gguf");
-    t.write_gguf(path);
-    const gguf::File file = gguf::File::open(path);
-    return load_llama_weights(config_from_gguf(file), GgufTensorSource(file), rtn_builder(SchemeRules::parse("*=fp32")));
-}
+LlamaWeights tiny_base(std::uint64_t seed) { return test_fixtures::tiny_weights("trainer", seed); }
 
 /// Sequences of a 61-token vocabulary: a "prompt" of random tokens, then a response that is a fixed
 /// function of the prompt's last token (learnable), masked.
