@@ -238,6 +238,17 @@ TEST_CASE("scheme rules: globs, last match wins, bare names match the last part"
     CHECK(SchemeRules::parse("int2-g32-asym").scheme_for("blk.1.attn_v.weight") == "int2-g32-asym");
     CHECK(SchemeRules().scheme_for("output.weight") == "fp32");
     CHECK_THROWS_AS(SchemeRules::parse("output="), config_error);
+    // A pattern written with the file's ".weight" suffix names the same tensor.
+    CHECK(SchemeRules::parse("blk.1.ffn_up.weight=int4-g32-sym").scheme_for("blk.1.ffn_up.weight") == "int4-g32-sym");
+}
+
+TEST_CASE("scheme rules: a pattern that names no tensor, or no rule at all, is refused with the pattern named") {
+    const std::vector<std::string> names = {"blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_q.weight", "output.weight"};
+    CHECK_NOTHROW(SchemeRules::parse("*=int4-g128-asym,ffn_down=int3-g128-asym,blk.1.*=fp32,output=int8-pc-sym").require_all_match(names, "--rules"));
+    CHECK(SchemeRules::parse("blk.2.*=a,ffn_up=b,attn_q=c").unmatched_patterns(names) == std::vector<std::string>{"blk.2.*", "ffn_up"});
+    CHECK_THROWS_WITH_AS(SchemeRules::parse("blk.*=int4-g128-asym,blk.9?.*=int2-g64-asym").require_all_match(names, "--rules"),
+                         doctest::Contains("--rules: 'blk.9?.*' matches no tensor of the model (4 linear tensors"), config_error);
+    CHECK_THROWS_WITH_AS(SchemeRules::parse("").require_all_match(names, "--rules"), doctest::Contains("--rules is empty"), config_error);
 }
 
 TEST_CASE("sampler: greedy is argmax, sampling is deterministic for a seed and respects top-k / top-p") {

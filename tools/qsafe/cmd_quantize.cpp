@@ -6,6 +6,7 @@
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
 #include "qsafe/ptq/model_file.hpp"
+#include "qsafe/train/lora.hpp"
 #include "qsafe/safety_setup.hpp"
 
 namespace qsafe_cli {
@@ -68,6 +69,14 @@ void add_quantize_command(CLI::App& app) {
         std::string file_method = method;
         const bool calibrated = qsafe::ptq_method_needs_calibration(v.method);
         if (calibrated || protect.mode == "wanda" || protect.mode == "safety") check_calibration_source(calib);
+        {
+            // Every pattern must name a tensor before any slow work: a typo would quantize nothing silently.
+            const auto config = qsafe::config_from_gguf(qsafe::gguf::File::open(path));
+            std::vector<std::string> names = qsafe::train::block_projection_names(config.n_layers);
+            names.emplace_back("output.weight");
+            qsafe::SchemeRules::parse(model.rules).require_all_match(names, "--rules");
+            if (protect.enabled()) protect.options().fraction.rules().require_all_match(names, "--protect-fraction");
+        }
         if (sequential && !calibrated)
             std::fprintf(stderr, "warning: --sequential has no effect with --method %s, which uses no calibration statistics\n",
                          method.c_str());

@@ -3,6 +3,7 @@
 // A rule is `pattern=scheme`; patterns are globs (`*`, `?`) matched against the tensor name without its
 // ".weight" suffix ("blk.3.attn_q", "output"). A pattern without a dot also matches the name's last part
 // ("attn_q" matches every layer's attn_q). The last matching rule wins; unmatched tensors stay fp32.
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,7 @@ inline std::string trim(std::string_view s) {
 inline bool tensor_name_matches(std::string_view pattern, std::string_view tensor_name) {
     std::string_view name = tensor_name;
     if (name.ends_with(".weight")) name.remove_suffix(7);
+    if (pattern.ends_with(".weight")) pattern.remove_suffix(7);  // "blk.1.ffn_up.weight" means the tensor, as written in files
     const auto dot = name.rfind('.');
     const std::string_view last = dot == std::string_view::npos ? name : name.substr(dot + 1);
     const bool has_dot = pattern.find('.') != std::string_view::npos;
@@ -94,6 +96,30 @@ class SchemeRules {
     }
 
     const std::vector<SchemeRule>& rules() const noexcept { return rules_; }
+
+    /// The patterns that match none of `tensors`.
+    std::vector<std::string> unmatched_patterns(std::span<const std::string> tensors) const {
+        std::vector<std::string> out;
+        for (const auto& r : rules_) {
+            bool any = false;
+            for (const auto& t : tensors) any = any || tensor_name_matches(r.pattern, t);
+            if (!any) out.push_back(r.pattern);
+        }
+        return out;
+    }
+
+    /// Throws config_error when the rules are empty or a pattern matches none of `tensors` (a typo would
+    /// otherwise leave those tensors at the default without a word). `what` names the rules ("--rules").
+    void require_all_match(std::span<const std::string> tensors, const std::string& what) const {
+        if (rules_.empty()) throw config_error(what + " is empty: give at least one pattern=value");
+        const auto unmatched = unmatched_patterns(tensors);
+        if (unmatched.empty()) return;
+        std::string list;
+        for (const auto& p : unmatched) list += (list.empty() ? "'" : ", '") + p + "'";
+        throw config_error(what + ": " + list + " match" + (unmatched.size() == 1 ? "es" : "") + " no tensor of the model (" +
+                           std::to_string(tensors.size()) + " linear tensors, named like '" + (tensors.empty() ? std::string() : tensors.front()) +
+                           "'; patterns are globs over the whole name or, without a dot, its last part)");
+    }
     std::string to_string() const {
         std::string s;
         for (const auto& r : rules_) s += (s.empty() ? "" : ",") + r.pattern + "=" + r.scheme;

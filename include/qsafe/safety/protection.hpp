@@ -83,6 +83,9 @@ class FractionRules {
         return x;
     }
 
+    /// The patterns and values as parsed (for checks that every pattern names a tensor).
+    const SchemeRules& rules() const noexcept { return rules_; }
+
   private:
     SchemeRules rules_;
 };
