@@ -54,6 +54,11 @@ TEST_CASE("CSV: malformed input names the file and the line") {
     CHECK(error_message<format_error>([] { parse_csv("a,b\n1,ok\n2,caf\xE9\n", "latin1.csv"); }) ==
           "latin1.csv:3:6: invalid UTF-8 (byte 0xe9)");
     CHECK(error_message<format_error>([] { parse_csv("a\r1\n", "cr.csv"); }).starts_with("cr.csv:1: a carriage return"));
+    // Two columns of one name: refused when that name is asked for (either could be meant), not otherwise.
+    const auto twice = parse_csv("prompt,id,prompt\nx,1,y\n", "twice.csv");
+    CHECK(twice.column("id") == 1);
+    CHECK(error_message<format_error>([&] { (void)twice.column("prompt"); }) ==
+          "twice.csv:1: column 'prompt' appears twice in the header (columns 1 and 3); rename one");
 }
 
 TEST_CASE("UTF-8 check: overlong forms, surrogates and truncated sequences are rejected") {

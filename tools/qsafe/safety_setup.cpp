@@ -180,7 +180,8 @@ qsafe::SnipScores snip_scores_for(const qsafe::LoadedModel& m, const SafetyDataO
 
 void AllocateCliOptions::add_to(CLI::App& cmd) {
     cmd.add_option("--target-bpw", target_bpw,
-                   "choose a scheme per layer for this average bits per weight (over the allocated tensors; 0 = off)");
+                   "choose a scheme per layer for this average bits per weight (over the allocated tensors; 0 = off)")
+        ->check(CLI::NonNegativeNumber);
     cmd.add_option("--allocate", allocate, "sensitivity that drives the allocation: safety (fp answers to harmful prompts) or utility (WikiText-2)")
         ->check(CLI::IsMember({"safety", "utility"}))
         ->capture_default_str();

@@ -22,10 +22,17 @@ struct CsvTable {
     std::vector<std::vector<std::string>> rows;
     std::vector<std::size_t> row_lines;  // 1-based line on which each row starts
 
+    /// The column with this name; format_error if two columns have it (which one was meant is unknowable).
     std::optional<std::size_t> column(std::string_view name) const {
-        for (std::size_t i = 0; i < header.size(); ++i)
-            if (header[i] == name) return i;
-        return std::nullopt;
+        std::optional<std::size_t> found;
+        for (std::size_t i = 0; i < header.size(); ++i) {
+            if (header[i] != name) continue;
+            if (found)
+                throw format_error(source + ":1: column '" + std::string(name) + "' appears twice in the header (columns " +
+                                   std::to_string(*found + 1) + " and " + std::to_string(i + 1) + "); rename one");
+            found = i;
+        }
+        return found;
     }
 };
 
