@@ -52,7 +52,18 @@
 #include "qsafe/safety/response_kl.hpp"
 #include "qsafe/safety/response_set.hpp"
 #include "qsafe/safety/sensitivity.hpp"
+#include "qsafe/safety/snip_scores.hpp"
 #include "qsafe/safety/weight_scores.hpp"
+
+#include "qsafe/train/adamw.hpp"
+#include "qsafe/train/alignment_data.hpp"
+#include "qsafe/train/fake_quant.hpp"
+#include "qsafe/train/lora.hpp"
+#include "qsafe/train/objectives.hpp"
+#include "qsafe/train/trainable_llama.hpp"
+#include "qsafe/train/trainer.hpp"
+#include "qsafe/train/training_data.hpp"
+#include "qsafe/train/training_report.hpp"
 
 #include "qsafe/eval/combined_judge.hpp"
 #include "qsafe/eval/dataset.hpp"
