@@ -18,6 +18,7 @@
 
 using namespace qsafe;
 using namespace qsafe::train;
+using test_fixtures::temp_dir;
 
 namespace {
 
@@ -403,4 +404,107 @@ TEST_CASE("packed rows (several sequences per row) give the padded batch's log-p
     }
     for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(per_seq[1][i] == doctest::Approx(per_seq[0][i]).epsilon(1e-5));
     for (std::size_t i = 0; i < grads[0].size(); ++i) CHECK((grads[1][i] - grads[0][i]).norm() <= 1e-4 * grads[0][i].norm() + 1e-9);
+}
+
+namespace {
+
+/// A random mask over each pair of `adapter` keeping about `fraction` of its positions.
+void mask_randomly(LoraAdapter& adapter, double fraction, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (auto& p : adapter.pairs()) {
+        std::vector<std::size_t> picked;
+        for (std::size_t i = 0; i < p.out_features() * p.in_features(); ++i)
+            if (u(rng) < fraction) picked.push_back(i);
+        p.mask = WeightMask::from_indices(p.out_features(), p.in_features(), picked, p.tensor);
+    }
+}
+
+void randomize_b(LoraAdapter& adapter, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> gauss(0.0f, 0.2f);
+    for (auto& p : adapter.pairs())
+        for (Eigen::Index i = 0; i < p.b.size(); ++i) p.b.data()[i] = gauss(rng);
+}
+
+}  // namespace
+
+TEST_CASE("masked LoRA: a mask over every position computes plain LoRA's log-probabilities and gradients") {
+    LlamaModel model(tiny_weights(43, false, "*=int2-g16-asym,output=fp32"));
+    LoraConfig cfg;
+    cfg.rank = 2;
+    cfg.targets = "attn_q,attn_output,ffn_up,ffn_down";
+    LoraAdapter plain = LoraAdapter::create(model.weights(), cfg), masked = LoraAdapter::create(model.weights(), cfg);
+    randomize_b(plain, 3);
+    randomize_b(masked, 3);
+    mask_randomly(masked, 1.1, 1);  // every position
+    TrainableLlama mp(model.mutable_weights(), &plain), mm(model.mutable_weights(), &masked);
+    const TrainBatch b = tiny_batch();
+    const auto c = coefficients(b, 12);
+    const auto lp = mp.forward(b), lm = mm.forward(b);
+    for (std::size_t i = 0; i < lp.size(); ++i) CHECK(lm[i] == doctest::Approx(lp[i]).epsilon(1e-5));
+    mp.backward(c);
+    mm.backward(c);
+    for (std::size_t k = 0; k < plain.pairs().size(); ++k) {
+        const auto &p = plain.pairs()[k], &m = masked.pairs()[k];
+        INFO(p.tensor);
+        CHECK((p.grad_a - m.grad_a).norm() <= 1e-4 * p.grad_a.norm());
+        CHECK((p.grad_b - m.grad_b).norm() <= 1e-4 * p.grad_b.norm());
+    }
+}
+
+TEST_CASE("masked LoRA: gradients of A and B match finite differences, with and without dropout, over a quantized base") {
+    for (const float dropout : {0.0f, 0.25f}) {
+        CAPTURE(dropout);
+        LlamaModel model(tiny_weights(47, false, "*=int2-g16-asym,output=fp32"));
+        LoraConfig cfg;
+        cfg.rank = 3;
+        cfg.alpha = 6.0f;
+        LoraAdapter adapter = LoraAdapter::create(model.weights(), cfg);
+        randomize_b(adapter, 5);
+        mask_randomly(adapter, 0.15, 2);
+        TrainableLlama m(model.mutable_weights(), &adapter);
+        m.set_dropout(dropout, 17);
+        const TrainBatch b = tiny_batch();
+        const auto c = coefficients(b, 13);
+        m.forward(b);
+        m.backward(c);
+        for (auto& p : adapter.pairs()) {
+            INFO(p.tensor);
+            CHECK(p.mask->count() > 0);
+            CHECK(fd_relative_error(m, b, c, p.a.data(), p.grad_a.data(), static_cast<std::size_t>(p.a.size()), 10, 7) < 5e-3);
+            CHECK(fd_relative_error(m, b, c, p.b.data(), p.grad_b.data(), static_cast<std::size_t>(p.b.size()), 10, 8) < 5e-3);
+        }
+    }
+}
+
+TEST_CASE("masked LoRA: merging changes the masked weights only and gives the adapted model's outputs") {
+    LlamaModel model(tiny_weights(53));
+    LoraConfig cfg;
+    cfg.rank = 2;
+    LoraAdapter adapter = LoraAdapter::create(model.weights(), cfg);
+    randomize_b(adapter, 6);
+    mask_randomly(adapter, 0.05, 3);
+    TrainableLlama m(model.mutable_weights(), &adapter);
+    const TrainBatch b = tiny_batch();
+    const auto adapted = m.forward(b, {}, false);
+    LlamaWeights merged = tiny_weights(53);
+    adapter.merge_into(merged);
+    for (const auto& p : adapter.pairs()) {
+        const RowMatrixF before = (*block_linear(model.mutable_weights(), p.tensor))->dequantize();
+        const RowMatrixF after = (*block_linear(merged, p.tensor))->dequantize();
+        const std::vector<std::size_t> kept = p.mask->indices();
+        std::size_t changed = 0, outside = 0;
+        for (Eigen::Index i = 0; i < before.size(); ++i)
+            if (before.data()[i] != after.data()[i]) {
+                ++changed;
+                if (!std::binary_search(kept.begin(), kept.end(), static_cast<std::size_t>(i))) ++outside;
+            }
+        CHECK(outside == 0);
+        CHECK(changed > 0);
+    }
+    TrainableLlama plain(merged, nullptr);
+    const auto folded = plain.forward(b, {}, false);
+    for (std::size_t i = 0; i < adapted.size(); ++i) CHECK(folded[i] == doctest::Approx(adapted[i]).epsilon(1e-5));
+    CHECK_THROWS_WITH_AS(adapter.save(temp_dir("train") / "masked.gguf", "llama"), doctest::Contains("masked LoRA adapter"), config_error);
 }

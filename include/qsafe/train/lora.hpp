@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "qsafe/model/scheme_rules.hpp"
 #include "qsafe/model/weights.hpp"
 #include "qsafe/registry/quantized_linear.hpp"
+#include "qsafe/train/weight_mask.hpp"
 
 namespace qsafe::train {
 
@@ -84,10 +86,27 @@ struct LoraPair {
     RowMatrixF a;        // rank × in
     RowMatrixF b;        // out × rank
     RowMatrixF grad_a, grad_b;
+    /// Set: the update (α/r)·B·A reaches these positions only (train/weight_mask.hpp); unset: all of them.
+    std::optional<WeightMask> mask;
 
     std::size_t rank() const noexcept { return static_cast<std::size_t>(a.rows()); }
     std::size_t in_features() const noexcept { return static_cast<std::size_t>(a.cols()); }
     std::size_t out_features() const noexcept { return static_cast<std::size_t>(b.rows()); }
+
+    /// A masked pair's update at its masked entries, in the mask's CSR order: scale · B[i,:]·A[:,j].
+    std::vector<float> masked_deltas(float scale) const {
+        std::vector<float> out;
+        if (!mask) return out;
+        out.resize(mask->count());
+        const auto r = a.rows();
+        for (std::size_t i = 0; i < mask->rows; ++i)
+            for (std::uint32_t e = mask->row_ptr[i]; e < mask->row_ptr[i + 1]; ++e) {
+                float sum = 0.0f;
+                for (Eigen::Index k = 0; k < r; ++k) sum += b(static_cast<Eigen::Index>(i), k) * a(k, mask->col[e]);
+                out[e] = scale * sum;
+            }
+        return out;
+    }
 };
 
 /// Splits "a, b,c" into trimmed non-empty items.
@@ -176,6 +195,10 @@ class LoraAdapter {
         for (const auto& p : pairs_) {
             const auto* slot = block_linear(mutable_base, p.tensor);
             if (slot == nullptr) throw format_error(source + ": adapter tensor '" + p.tensor + "' is not a block projection of the model");
+            if (p.mask && (p.mask->rows != p.out_features() || p.mask->cols != p.in_features()))
+                throw format_error(source + ": the weight mask of '" + p.tensor + "' is " + std::to_string(p.mask->rows) + "x" +
+                                   std::to_string(p.mask->cols) + ", the adapter's update " + std::to_string(p.out_features()) + "x" +
+                                   std::to_string(p.in_features()));
             if ((*slot)->cols() != p.in_features() || (*slot)->rows() != p.out_features())
                 throw format_error(source + ": adapter for '" + p.tensor + "' is " + std::to_string(p.out_features()) + "x" +
                                    std::to_string(p.in_features()) + ", the model's layer is " + std::to_string((*slot)->rows()) +
@@ -185,18 +208,38 @@ class LoraAdapter {
 
     /// Folds the adapter into the base: every adapted layer becomes fp32 W + (α/r)·B·A (a quantized layer
     /// is dequantized first; re-quantize the result with the usual methods if a quantized model is wanted).
+    /// A masked pair adds its update at the masked positions only (safety/safety_patch.hpp folds masked
+    /// pairs into a quantized model without dequantizing it).
     void merge_into(LlamaWeights& base) const {
         check_fits(base, "merge");
         for (const auto& p : pairs_) {
             auto& slot = *block_linear(base, p.tensor);
             RowMatrixF w = slot->dequantize();
-            w.noalias() += scale() * (p.b * p.a);
+            if (p.mask) {
+                const std::vector<float> delta = p.masked_deltas(scale());
+                for (std::size_t i = 0; i < p.mask->rows; ++i)
+                    for (std::uint32_t e = p.mask->row_ptr[i]; e < p.mask->row_ptr[i + 1]; ++e)
+                        w(static_cast<Eigen::Index>(i), p.mask->col[e]) += delta[e];
+            } else {
+                w.noalias() += scale() * (p.b * p.a);
+            }
             slot = std::make_unique<DenseLinear>(std::move(w));
         }
     }
 
+    /// Whether any pair is masked.
+    bool masked() const noexcept {
+        for (const auto& p : pairs_)
+            if (p.mask) return true;
+        return false;
+    }
+
     /// Writes the adapter as a llama.cpp GGUF LoRA adapter for a base of `architecture` ("llama", ...).
     void save(const std::filesystem::path& path, const std::string& architecture) const {
+        // llama.cpp's format has no place for a mask: loaded there, a masked adapter would change every weight.
+        if (masked())
+            throw config_error(path.string() + ": a masked LoRA adapter has no llama.cpp adapter form; fold it into the model instead "
+                               "(safety/safety_patch.hpp)");
         gguf::Writer out;
         out.set("general.architecture", architecture);
         out.set("general.type", "adapter");

@@ -1,7 +1,8 @@
 #pragma once
 // Reverse-mode gradients through a Llama decoder (model/): the forward pass over a batch of whole sequences
 // and the backward pass to every LoRA matrix — and, on request, to every fp32 parameter of the base
-// (embedding, norms, biases, dense linear weights) for full fine-tuning and for checking.
+// (embedding, norms, biases, dense linear weights) for full fine-tuning and for checking. A masked adapter
+// pair (train/weight_mask.hpp) adds its update at its masked positions only, as a sparse correction.
 //
 // What is kept and what is recomputed: the forward pass keeps the hidden state entering each block
 // (n_layers + 1 matrices of tokens × d_model) and, for as many blocks as TrainableOptions::activation_budget
@@ -133,6 +134,9 @@ class TrainableLlama {
     /// (all positions when `want` is empty), log P(token[p] | tokens before p); other entries 0.
     std::vector<double> forward(const TrainBatch& batch, std::span<const std::uint8_t> want = {}, bool for_backward = true) {
         check_batch(batch);
+        if (adapter_) adapter_->check_fits(w_, "LoRA adapter");  // a mask may have been set since construction
+        for (Slot& s : slots_)
+            if (s.lora && s.lora->mask) s.masked_delta = s.lora->masked_deltas(adapter_->scale());
         batch_ = batch;
         rows_.clear();
         for (std::size_t s = 0; s < batch.sequences; ++s)
@@ -205,7 +209,7 @@ class TrainableLlama {
         const std::size_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
         std::size_t per_token = 4 * c.d_model + 2 * q + 2 * kv + 3 * c.d_ff;  // h1, x_mid, h2, (x_out), q, attn, k, v, gate, up, act
         const std::size_t rank = adapter_ ? adapter_->rank() : 0;
-        if (adapter_) per_token += 7 * rank + (dropout_ > 0.0f ? 6 * c.d_model + q + c.d_ff : 0);
+        if (adapter_) per_token += (adapter_->masked() ? 0 : 7 * rank) + (dropout_ > 0.0f ? 6 * c.d_model + q + c.d_ff : 0);
         return sizeof(float) * (per_token * batch.size() + batch.sequences * c.n_heads * batch.length * batch.length);
     }
 
@@ -255,6 +259,7 @@ class TrainableLlama {
         LoraPair* lora = nullptr;
         const RowMatrixF* weights = nullptr;  // out × in fp32: the layer's own (DenseLinear) or `dequantized`
         RowMatrixF dequantized;
+        std::vector<float> masked_delta;  // a masked adapter's update at its masked entries, set by forward()
     };
     /// One LoRA branch's forward intermediates (kept for backward).
     struct LoraState {
@@ -318,6 +323,23 @@ class TrainableLlama {
             x = &st.input;
         }
         const LoraPair& p = *s.lora;
+        if (p.mask) {
+            // y[t, i] += Σ_e δ_e · x[t, col_e] over row i's masked entries: a sparse product per token row.
+            const WeightMask& m = *p.mask;
+            const float* delta = s.masked_delta.data();
+            for_row_blocks(static_cast<std::size_t>(x->rows()), [&](Eigen::Index r0, Eigen::Index rn) {
+                for (Eigen::Index t = r0; t < r0 + rn; ++t) {
+                    const float* xr = x->row(t).data();
+                    float* yr = out.row(t).data();
+                    for (std::size_t i = 0; i < m.rows; ++i) {
+                        float sum = 0.0f;
+                        for (std::uint32_t e = m.row_ptr[i]; e < m.row_ptr[i + 1]; ++e) sum += delta[e] * xr[m.col[e]];
+                        yr[i] += sum;
+                    }
+                }
+            });
+            return;
+        }
         const float scale = adapter_->scale();
         st.u.resize(x->rows(), p.a.rows());
         // Rows in fixed blocks: each block is the same product whatever the thread count.
@@ -335,7 +357,9 @@ class TrainableLlama {
         product_nn(dy, *s.weights, accumulate ? dxl : dx);
         RowMatrixF& target = accumulate ? dxl : dx;
         if (base_grad && base_grad->size() > 0) add_weight_grad(dy, in, *base_grad);
-        if (s.lora) {
+        if (s.lora && s.lora->mask) {
+            masked_lora_backward(slot_index, dropout_ > 0.0f ? st.input : in, dy, target);
+        } else if (s.lora) {
             LoraPair& p = *s.lora;
             const float scale = adapter_->scale();
             const RowMatrixF& x = dropout_ > 0.0f ? st.input : in;
@@ -360,6 +384,46 @@ class TrainableLlama {
             });
         }
         if (accumulate) add_into(dx, dxl);
+    }
+
+    /// A masked LoRA branch's backward (train/weight_mask.hpp): g_e = Σ_t dY[t,i]·X[t,j] per masked entry e
+    /// = (i, j), from which dB[i,:] += s·g_e·A[:,j] and dA[:,j] += s·g_e·B[i,:]; and dX[t,j] += δ_e·dY[t,i]
+    /// (through the dropout mask when dropout is on). `x` is the branch's input (after dropout).
+    void masked_lora_backward(std::size_t slot_index, const RowMatrixF& x, const RowMatrixF& dy, RowMatrixF& dx) {
+        const Slot& s = slots_[slot_index];
+        LoraPair& p = *s.lora;
+        const WeightMask& m = *p.mask;
+        const float scale = adapter_->scale();
+        const float* delta = s.masked_delta.data();
+        // Token-major copies, so each entry's sum over tokens reads two contiguous rows.
+        const RowMatrixF dy_t = dy.transpose(), x_t = x.transpose();
+        std::vector<float> g(m.count());
+        for_row_blocks(m.rows, [&](Eigen::Index r0, Eigen::Index rn) {
+            for (Eigen::Index i = r0; i < r0 + rn; ++i)
+                for (std::uint32_t e = m.row_ptr[static_cast<std::size_t>(i)]; e < m.row_ptr[static_cast<std::size_t>(i) + 1]; ++e) {
+                    g[e] = dy_t.row(i).dot(x_t.row(m.col[e]));
+                    p.grad_b.row(i) += (scale * g[e]) * p.a.col(m.col[e]).transpose();
+                }
+        });
+        // dA's columns are shared between rows: one thread, entries in order, so the sum is reproducible.
+        for (std::size_t i = 0; i < m.rows; ++i)
+            for (std::uint32_t e = m.row_ptr[i]; e < m.row_ptr[i + 1]; ++e)
+                p.grad_a.col(m.col[e]) += (scale * g[e]) * p.b.row(static_cast<Eigen::Index>(i)).transpose();
+        RowMatrixF dxa = RowMatrixF::Zero(dy.rows(), static_cast<Eigen::Index>(m.cols));
+        for_row_blocks(static_cast<std::size_t>(dy.rows()), [&](Eigen::Index r0, Eigen::Index rn) {
+            for (Eigen::Index t = r0; t < r0 + rn; ++t) {
+                const float* dyr = dy.row(t).data();
+                float* out = dxa.row(t).data();
+                for (std::size_t i = 0; i < m.rows; ++i)
+                    for (std::uint32_t e = m.row_ptr[i]; e < m.row_ptr[i + 1]; ++e) out[m.col[e]] += delta[e] * dyr[i];
+            }
+            if (dropout_ > 0.0f) {
+                RowMatrixF block = dxa.middleRows(r0, rn);
+                mask_rows(slot_index, block, static_cast<std::size_t>(r0));
+                dxa.middleRows(r0, rn) = block;
+            }
+        });
+        add_into(dx, dxa);
     }
 
     /// out = dropout(in) with this slot's masks (kept elements scaled by 1 / (1 − p)).
