@@ -48,6 +48,9 @@ class ProtectedLinear final : public QuantizedLinear {
     }
 
     const QuantizedLinear& base() const noexcept { return *base_; }
+    /// Hands the base layer over, to wrap it again with more protected weights (safety/safety_patch.hpp);
+    /// this layer is unusable afterwards.
+    std::unique_ptr<QuantizedLinear> release_base() && noexcept { return std::move(base_); }
     const SparseOutlierStore& protected_store() const noexcept { return store_; }
     std::size_t protected_count() const noexcept { return store_.count(); }
 
