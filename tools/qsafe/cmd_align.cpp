@@ -21,6 +21,7 @@
 
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
+#include "qsafe/training_setup.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/eval/jsonl.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
@@ -53,39 +54,6 @@ struct AlignOptions {
     std::uint64_t seed = 0;
     bool allow_new_split = false;
 };
-
-std::string align_jsonl_line(const nlohmann::ordered_json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; }
-
-/// The base model's greedy answers, journaled by "dataset:id" (a rerun only generates what is missing).
-std::map<std::string, std::string> align_base_answers(qsafe::LoadedModel& m, const std::vector<std::pair<tr::SplitEntry, std::string>>& rows,
-                                                const fs::path& journal, std::size_t max_new_tokens) {
-    std::map<std::string, std::string> done;
-    if (fs::exists(journal))
-        for (const auto& r : qsafe::eval::read_jsonl(journal)) done[r.value.at("key").get<std::string>()] = r.value.at("response").get<std::string>();
-    std::vector<std::vector<std::int32_t>> prompts;
-    std::vector<std::string> keys;
-    for (const auto& [e, prompt] : rows) {
-        const std::string key = e.dataset + ":" + e.id;
-        if (done.contains(key)) continue;
-        const qsafe::tokenizer::Message user{"user", prompt};
-        prompts.push_back(m.tokenizer.encode(m.chat_template.format(std::span(&user, 1)), {.parse_special = true}));
-        keys.push_back(key);
-    }
-    if (prompts.empty()) return done;
-    std::fprintf(stderr, "[base answers: %zu to generate (%zu journaled)]\n", prompts.size(), done.size());
-    std::ofstream out(journal, std::ios::app);
-    if (!out) throw qsafe::io_error(journal.string() + ": cannot append");
-    qsafe::GenerationOptions g;
-    g.max_new_tokens = max_new_tokens;
-    g.max_batch = 32;
-    std::size_t finished = 0;
-    qsafe::generate(m.model, m.tokenizer, prompts, g, nullptr, [&](std::size_t i, const qsafe::GenerationResult& r) {
-        done[keys[i]] = r.text;
-        out << align_jsonl_line({{"key", keys[i]}, {"response", r.text}}) << std::flush;
-        if (++finished % 32 == 0) std::fprintf(stderr, "  %zu/%zu\n", finished, prompts.size());
-    });
-    return done;
-}
 
 std::vector<tr::StepRecord> align_run_training(qsafe::LoadedModel& m, tr::LoraAdapter& adapter, tr::TrainerConfig c, const fs::path& data,
                                          const fs::path& adapter_path, const std::string& title, bool& resumed) {
@@ -160,20 +128,7 @@ void add_align_command(CLI::App& app) {
         fs::create_directories(out);
 
         // 1. The split.
-        qsafe::eval::DataOptions data;
-        data.source_dir = QSAFE_SOURCE_DIR;
-        auto load = [&](const char* name) { return qsafe::eval::load_named_dataset(name, data); };
-        const tr::AlignmentSplit split =
-            tr::make_alignment_split({load("advbench"), load("harmbench-val")}, {load("selfinstruct-seed")},
-                                     {load("harmbench-test"), load("jailbreakbench"), load("xstest"), load("selfinstruct-user")});
-        const std::string split_text = split.to_json().dump(1) + "\n";
-        qsafe::io::atomic_write_text(out / "split.json", split_text);
-        // The written-down split of the repository: the same datasets must give the same split.
-        const fs::path fixed = fs::path(QSAFE_SOURCE_DIR) / "data" / "alignment_split.json";
-        if (fs::exists(fixed) && read_text_file(fixed) != split_text && !o.allow_new_split)
-            throw qsafe::config_error("align: the split computed from the datasets in " + qsafe::eval::find_data_dir(data).string() +
-                                      " differs from " + fixed.string() + " (other dataset files?); compare with " + (out / "split.json").string() +
-                                      ", or pass --allow-new-split to train on it anyway");
+        const tr::AlignmentSplit split = training_split(out, o.allow_new_split, "align");
         std::fprintf(stderr, "[split: %zu harmful and %zu benign training prompts; %zu excluded as close to an evaluation prompt -> %s]\n",
                      split.harmful_train.size(), split.benign_train.size(), split.excluded.size(), (out / "split.json").c_str());
         if (split.harmful_train.size() < o.sft_harmful || o.dpo_harmful > split.harmful_train.size())
@@ -198,7 +153,7 @@ void add_align_command(CLI::App& app) {
         to_answer.insert(to_answer.end(), dpo_rows.begin(), dpo_rows.end());
         for (const auto& c : contextual)
             if (!c.harmful) to_answer.push_back({key_entry(c.key), c.prompt});
-        const auto answers = align_base_answers(m, to_answer, out / "base_answers.jsonl", o.answer_tokens);
+        const auto answers = journaled_answers(m, to_answer, out / "base_answers.jsonl", o.answer_tokens, "base answers");
         const qsafe::eval::RefusalJudge judge;
         auto refused = [&](const std::string& prompt, const std::string& response, bool harmful) {
             qsafe::eval::PromptRow row;
@@ -217,7 +172,7 @@ void add_align_command(CLI::App& app) {
             if (refused(prompt, answer, true)) {
                 own_refusal[e.dataset + ":" + e.id] = answer;
             } else {
-                dpo += align_jsonl_line({{"prompt", prompt}, {"chosen", tr::refusal_for(prompt)}, {"rejected", answer}});
+                dpo += jsonl_line({{"prompt", prompt}, {"chosen", tr::refusal_for(prompt)}, {"rejected", answer}});
                 ++dpo_harmful;
             }
         }
@@ -227,19 +182,19 @@ void add_align_command(CLI::App& app) {
             if (const auto it = own_refusal.find(e.dataset + ":" + e.id); it != own_refusal.end()) refusal = it->second, ++own_refusals;
             const std::size_t copies = e.dataset == "harmbench-val" ? std::max<std::size_t>(1, o.val_copies) : 1;
             for (std::size_t c = 0; c < copies; ++c, ++sft_harmful)
-                sft += align_jsonl_line({{"prompt", prompt}, {"response", c == 0 ? refusal : tr::refusal_for(prompt, c)}});
+                sft += jsonl_line({{"prompt", prompt}, {"response", c == 0 ? refusal : tr::refusal_for(prompt, c)}});
         }
         std::size_t contextual_harmful = 0, contextual_benign = 0;
         for (const auto& c : contextual) {
             if (c.harmful) {
-                sft += align_jsonl_line({{"prompt", c.prompt}, {"response", tr::refusal_for(c.prompt)}});
+                sft += jsonl_line({{"prompt", c.prompt}, {"response", tr::refusal_for(c.prompt)}});
                 ++contextual_harmful;
                 continue;
             }
             const std::string& answer = answers.at(c.key);
             if (answer.empty() || refused(c.prompt, answer, false)) continue;
-            sft += align_jsonl_line({{"prompt", c.prompt}, {"response", answer}});
-            dpo += align_jsonl_line({{"prompt", c.prompt}, {"chosen", answer}, {"rejected", tr::refusal_for(c.prompt)}});
+            sft += jsonl_line({{"prompt", c.prompt}, {"response", answer}});
+            dpo += jsonl_line({{"prompt", c.prompt}, {"chosen", answer}, {"rejected", tr::refusal_for(c.prompt)}});
             ++contextual_benign;
         }
         for (const auto& [e, prompt] : split.benign_train) {
@@ -248,8 +203,8 @@ void add_align_command(CLI::App& app) {
             // Long inputs (a few seed tasks carry whole documents) would dominate the step's time.
             if (m.tokenizer.encode(prompt).size() + m.tokenizer.encode(answer).size() > o.max_example_tokens) continue;
             ++benign_kept;
-            sft += align_jsonl_line({{"prompt", prompt}, {"response", answer}});
-            dpo += align_jsonl_line({{"prompt", prompt}, {"chosen", answer}, {"rejected", tr::refusal_for(prompt)}});
+            sft += jsonl_line({{"prompt", prompt}, {"response", answer}});
+            dpo += jsonl_line({{"prompt", prompt}, {"chosen", answer}, {"rejected", tr::refusal_for(prompt)}});
         }
         qsafe::io::atomic_write_text(out / "sft.jsonl", sft);
         qsafe::io::atomic_write_text(out / "dpo.jsonl", dpo);

@@ -27,4 +27,5 @@ void add_eval_command(CLI::App& app);
 void add_judge_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_align_command(CLI::App& app);
+void add_patch_command(CLI::App& app);
 }  // namespace qsafe_cli
