@@ -51,6 +51,7 @@
 #include "qsafe/safety/protection.hpp"
 #include "qsafe/safety/response_kl.hpp"
 #include "qsafe/safety/response_set.hpp"
+#include "qsafe/safety/safety_patch.hpp"
 #include "qsafe/safety/sensitivity.hpp"
 #include "qsafe/safety/snip_scores.hpp"
 #include "qsafe/safety/weight_scores.hpp"
@@ -64,6 +65,7 @@
 #include "qsafe/train/trainer.hpp"
 #include "qsafe/train/training_data.hpp"
 #include "qsafe/train/training_report.hpp"
+#include "qsafe/train/weight_mask.hpp"
 
 #include "qsafe/eval/combined_judge.hpp"
 #include "qsafe/eval/dataset.hpp"

@@ -195,3 +195,123 @@ TEST_CASE("fold refuses an unmasked adapter") {
     const train::LoraAdapter a = trained_looking_adapter(w, 1);
     CHECK_THROWS_WITH_AS(fold_patch(w, a), doctest::Contains("has no weight mask"), config_error);
 }
+
+namespace {
+
+struct Interrupted {};
+
+/// Preference triples and refusal examples over the tiny vocabulary: prompt, then a "refusal" (chosen) or a
+/// "compliance" (rejected) of a few tokens.
+void tiny_patch_data(std::vector<train::PreferenceTriple>& triples, std::vector<train::MaskedSequence>& refusals) {
+    std::mt19937_64 rng(9);
+    std::uniform_int_distribution<std::int32_t> tok(3, 60);
+    for (int i = 0; i < 6; ++i) {
+        train::PreferenceTriple t;
+        for (int k = 0; k < 5 + i % 3; ++k) t.prompt.push_back(tok(rng));
+        t.chosen = {7, 8, 9, 2};
+        for (int k = 0; k < 4; ++k) t.rejected.push_back(tok(rng));
+        t.rejected.push_back(2);
+        refusals.push_back(t.sequence(true));
+        triples.push_back(std::move(t));
+    }
+}
+
+SafetyPatchConfig tiny_patch_config() {
+    SafetyPatchConfig c;
+    c.lora.rank = 2;
+    c.lora.alpha = 4.0f;
+    c.dpo.objective = train::Objective::dpo;
+    c.dpo.steps = 6;
+    c.dpo.batch_size = 2;
+    c.dpo.micro_batch = 2;
+    c.dpo.lr = 2e-2;
+    c.dpo.dpo_beta = 0.5;
+    c.critical.fraction = 0.05;
+    c.reidentify_every = 2;
+    return c;
+}
+
+LlamaWeights tiny_variant(const gguf::File& file) {
+    LlamaWeights w = load_fp(file);
+    PtqOptions o;
+    o.rules = SchemeRules::parse("*=int2-g16-asym,output=fp32");
+    quantize_model(w, nullptr, o);
+    return w;
+}
+
+}  // namespace
+
+TEST_CASE("run_safety_patch: masked DPO lowers the loss, re-identifies the mask each period, and an interrupted run resumes to the same model") {
+    const tiny::TinyLlama t(73);
+    const auto dir = test_fixtures::temp_dir("patch");
+    t.write_gguf(dir / "tiny73.gguf");
+    const auto file = gguf::File::open(dir / "tiny73.gguf");
+    std::vector<train::PreferenceTriple> triples;
+    std::vector<train::MaskedSequence> refusals;
+    tiny_patch_data(triples, refusals);
+    const SafetyPatchConfig cfg = tiny_patch_config();
+    std::filesystem::remove_all(dir / "whole");
+    std::filesystem::remove_all(dir / "broken");
+
+    LlamaWeights whole = tiny_variant(file);
+    const SafetyPatchResult a = run_safety_patch(whole, triples, refusals, 0, cfg, dir / "whole");
+    REQUIRE(a.history.size() == 6);
+    CHECK(a.history.back().loss < a.history.front().loss);
+    REQUIRE(a.periods.size() == 3);
+    for (std::size_t p = 0; p < 3; ++p) {
+        CHECK(a.periods[p].first_step == 2 * p);
+        CHECK(a.periods[p].masked_weights > 0);
+        CHECK(a.periods[p].kept_from_previous.has_value() == (p > 0));
+    }
+    MESSAGE("tiny patch: loss " << a.history.front().loss << " -> " << a.history.back().loss << "; mask kept " << *a.periods[1].kept_from_previous
+                                << ", " << *a.periods[2].kept_from_previous << "; +" << a.bits_per_weight_after - a.bits_per_weight_before << " bpw");
+    CHECK(a.fold.patched == a.periods.back().masked_weights);
+    CHECK(a.bits_per_weight_after > a.bits_per_weight_before);
+
+    // Interrupted after step 3 (the checkpoint is at step 2), then run again: the same model, byte for byte.
+    SafetyPatchConfig breaking = cfg;
+    breaking.on_step = [](const train::StepRecord& r) {
+        if (r.step == 3) throw Interrupted{};
+    };
+    {
+        LlamaWeights w = tiny_variant(file);
+        CHECK_THROWS_AS(run_safety_patch(w, triples, refusals, 0, breaking, dir / "broken"), Interrupted);
+    }
+    std::size_t steps_run = 0;
+    SafetyPatchConfig counting = cfg;
+    counting.on_step = [&](const train::StepRecord&) { ++steps_run; };
+    LlamaWeights resumed = tiny_variant(file);
+    const SafetyPatchResult b = run_safety_patch(resumed, triples, refusals, 0, counting, dir / "broken");
+    CHECK(steps_run == 4);
+    REQUIRE(b.history.size() == 6);
+    for (std::size_t i = 0; i < 6; ++i) CHECK(b.history[i].loss == a.history[i].loss);
+    for (const auto& name : train::block_projection_names(whole.layers.size()))
+        CHECK((*train::block_linear(resumed, name))->serialize() == (*train::block_linear(whole, name))->serialize());
+
+    // Other mask settings: the checkpoint and masks are discarded and every step runs again.
+    SafetyPatchConfig other = counting;
+    other.critical.fraction = 0.1;
+    steps_run = 0;
+    LlamaWeights again = tiny_variant(file);
+    const SafetyPatchResult c = run_safety_patch(again, triples, refusals, 0, other, dir / "broken");
+    CHECK(steps_run == 6);
+    CHECK(c.periods.front().masked_weights > a.periods.front().masked_weights);
+}
+
+TEST_CASE("weight-mask files round-trip, empty masks included, and malformed ones are refused naming the tensor") {
+    const auto dir = test_fixtures::temp_dir("patch");
+    std::map<std::string, train::WeightMask> masks;
+    masks["blk.0.attn_q.weight"] = train::WeightMask::from_indices(4, 6, {23, 0, 7, 7, 12}, "q");
+    masks["blk.0.attn_k.weight"] = train::WeightMask::from_indices(3, 5, {}, "k");
+    train::save_weight_masks(dir / "masks.gguf", masks);
+    const auto back = train::load_weight_masks(dir / "masks.gguf");
+    REQUIRE(back.size() == 2);
+    CHECK(back.at("blk.0.attn_q.weight").indices() == std::vector<std::size_t>{0, 7, 12, 23});
+    CHECK(back.at("blk.0.attn_k.weight").count() == 0);
+    CHECK(back.at("blk.0.attn_k.weight").rows == 3);
+    auto bad = masks;
+    bad["blk.0.attn_q.weight"].col[1] = 9;  // outside 6 columns
+    train::save_weight_masks(dir / "bad.gguf", bad);
+    CHECK_THROWS_WITH_AS(train::load_weight_masks(dir / "bad.gguf"), doctest::Contains("mask of 'blk.0.attn_q.weight'"), format_error);
+    CHECK_THROWS_WITH_AS(train::WeightMask::from_indices(2, 2, {4}, "t"), doctest::Contains("'t'"), config_error);
+}

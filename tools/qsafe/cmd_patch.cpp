@@ -10,7 +10,7 @@
 //      checkpoint, then the weights are re-identified on the patched model -> mask-<period>.gguf;
 //   6. the fold: patched weights in fp16 over the variant's unchanged packed layers, one quantized model file;
 //      patch.json reports the set, the masks, the bits per weight before and after, and the training curve.
-// A rerun with the same settings continues from the last checkpoint.
+// A rerun with the same settings continues from the last checkpoint (safety/safety_patch.hpp's run_safety_patch).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -52,7 +52,7 @@ struct PatchCliOptions {
     int threads = 0;
     std::string out, output;
     std::size_t prompts = 0, answer_tokens = 64, snip_prompts = 64;
-    std::string mask_fraction = "0.25%";
+    std::string mask_fraction = "0.2%";
     bool mask_global = false;
     std::size_t global_sample = 1'000'000;
     std::size_t reidentify = 10;
@@ -64,80 +64,6 @@ struct PatchCliOptions {
     bool allow_new_split = false;
     CalibrationOptions calib;
 };
-
-constexpr const char* mask_file_type = "qsafe.weight_masks";
-
-void save_masks(const fs::path& path, const std::map<std::string, tr::WeightMask>& masks, std::size_t period) {
-    qsafe::gguf::Writer out;
-    out.set("general.type", std::string(mask_file_type));
-    out.set("qsafe.patch.period", static_cast<std::uint64_t>(period));
-    auto bytes = [](const std::vector<std::uint32_t>& v) {
-        std::vector<std::byte> b(v.size() * sizeof(std::uint32_t));
-        if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
-        return b;
-    };
-    for (const auto& [name, m] : masks) {
-        out.set(name + ".mask_shape", std::to_string(m.rows) + "x" + std::to_string(m.cols));
-        out.add_tensor(name + ".mask_row_ptr", {m.row_ptr.size()}, qsafe::GgmlType::I32, bytes(m.row_ptr));
-        // GGUF tensors need at least one element: an empty mask stores a single unused column.
-        std::vector<std::uint32_t> col = m.col.empty() ? std::vector<std::uint32_t>{0} : m.col;
-        out.add_tensor(name + ".mask_col", {col.size()}, qsafe::GgmlType::I32, bytes(col));
-    }
-    out.write(path);
-}
-
-std::map<std::string, tr::WeightMask> load_masks(const fs::path& path) {
-    const std::string where = path.string();
-    const qsafe::gguf::File file = qsafe::gguf::File::open(path);
-    if (file.get_optional<std::string>("general.type").value_or("") != mask_file_type) throw qsafe::format_error(where + ": not a qsafe weight-mask file");
-    std::map<std::string, tr::WeightMask> masks;
-    auto read = [&](const std::string& name) {
-        const qsafe::gguf::TensorInfo* t = file.find_tensor(name);
-        if (t == nullptr || t->type != qsafe::GgmlType::I32) throw qsafe::format_error(where + ": tensor '" + name + "' is missing or not I32");
-        const auto b = file.tensor_bytes(*t);
-        std::vector<std::uint32_t> v(b.size() / sizeof(std::uint32_t));
-        std::memcpy(v.data(), b.data(), v.size() * sizeof(std::uint32_t));
-        return v;
-    };
-    for (const auto& t : file.tensors()) {
-        if (!t.name.ends_with(".mask_row_ptr")) continue;
-        const std::string name = t.name.substr(0, t.name.size() - 13);
-        tr::WeightMask m;
-        const std::string shape = file.get<std::string>(name + ".mask_shape");
-        const auto x = shape.find('x');
-        if (x == std::string::npos) throw qsafe::format_error(where + ": '" + name + ".mask_shape' is not ROWSxCOLS");
-        m.rows = std::stoull(shape.substr(0, x));
-        m.cols = std::stoull(shape.substr(x + 1));
-        m.row_ptr = read(name + ".mask_row_ptr");
-        m.col = read(name + ".mask_col");
-        if (!m.row_ptr.empty() && m.row_ptr.back() == 0) m.col.clear();  // an empty mask's placeholder column
-        m.validate(where + ": mask of '" + name + "'");
-        masks.emplace(name, std::move(m));
-    }
-    if (masks.empty()) throw qsafe::format_error(where + ": the file holds no masks");
-    return masks;
-}
-
-std::size_t mask_entries(const std::map<std::string, tr::WeightMask>& masks) {
-    std::size_t n = 0;
-    for (const auto& [name, m] : masks) n += m.count();
-    return n;
-}
-
-/// The share of `now`'s entries that `before` had too.
-double mask_overlap(const std::map<std::string, tr::WeightMask>& before, const std::map<std::string, tr::WeightMask>& now) {
-    std::size_t same = 0, total = 0;
-    for (const auto& [name, m] : now) {
-        total += m.count();
-        const auto it = before.find(name);
-        if (it == before.end()) continue;
-        const auto a = it->second.indices(), b = m.indices();
-        std::vector<std::size_t> both;
-        std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(both));
-        same += both.size();
-    }
-    return total == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(total);
-}
 
 std::string folder_name(std::string s) {
     for (char& c : s)
@@ -165,7 +91,7 @@ void add_patch_command(CLI::App& app) {
     cmd->add_option("--snip-prompts", o.snip_prompts, "(prompt -> full-precision refusal) examples the SNIP scores are taken over")
         ->capture_default_str()
         ->check(CLI::PositiveNumber);
-    cmd->add_option("--mask-fraction", o.mask_fraction, "safety-critical share of the weights the patch may change, e.g. 0.25% (each "
+    cmd->add_option("--mask-fraction", o.mask_fraction, "safety-critical share of the weights the patch may change, e.g. 0.2% (each "
                                                         "changed weight costs 32 bits: an fp16 value and a 16-bit column)")
         ->capture_default_str();
     cmd->add_flag("--mask-global", o.mask_global, "one threshold over all block projections (Q-resafe) instead of the same share of each");
@@ -276,104 +202,41 @@ void add_patch_command(CLI::App& app) {
         std::vector<tr::PreferenceTriple> triples = tr::render_preferences(q.tokenizer, q.chat_template, preference_rows, render, (out / "patch_set.jsonl").string());
         fp.reset();
 
-        // 4-5. Masks and masked DPO, checkpointed per period.
-        const double bpw_before = q.model.weights().linear_bits_per_weight();
-        tr::LoraAdapter adapter = tr::LoraAdapter::create(q.model.weights(), lc);
-        const std::size_t period_steps = o.reidentify == 0 ? o.steps : o.reidentify;
-        const fs::path checkpoint = out / "patch.ckpt.gguf";
-        auto mask_path = [&](std::size_t p) { return out / ("mask-" + std::to_string(p) + ".gguf"); };
-        nlohmann::ordered_json periods = nlohmann::ordered_json::array();
-        std::map<std::string, tr::WeightMask> masks;
-        auto identify = [&](std::size_t period) {
-            if (fs::exists(mask_path(period))) return load_masks(mask_path(period));  // identified before a restart
-            std::fprintf(stderr, "[safety-critical weights, period %zu: SNIP over %zu refusals]\n", period, snip_examples.size());
-            const qsafe::LlamaWeights patched = qsafe::patched_dense(q.model.weights(), adapter);
-            qsafe::SnipOptions so;
-            so.progress = [](std::size_t done, std::size_t all) {
-                if (done % 16 == 0 || done == all) std::fprintf(stderr, "  %zu/%zu\n", done, all);
-            };
-            auto found = qsafe::critical_masks(qsafe::snip_scores(patched, snip_examples, pad, so), patched, critical);
-            save_masks(mask_path(period), found, period);
-            return found;
+        // 4-6. Masks, masked DPO (checkpointed per period) and the fold.
+        qsafe::SafetyPatchConfig pc;
+        pc.lora = lc;
+        pc.dpo = c;
+        pc.critical = critical;
+        pc.reidentify_every = o.reidentify;
+        pc.snip_progress = [](std::size_t done, std::size_t all) {
+            if (done == 1) std::fprintf(stderr, "[safety-critical weights: SNIP over %zu refusals]\n", all);
+            if (done % 16 == 0 || done == all) std::fprintf(stderr, "  %zu/%zu\n", done, all);
         };
-        auto record_period = [&](std::size_t period, const std::map<std::string, tr::WeightMask>& now, const std::map<std::string, tr::WeightMask>* before) {
-            nlohmann::ordered_json j{{"period", period}, {"from_step", period * period_steps}, {"masked_weights", mask_entries(now)}};
-            if (before) j["kept_from_previous"] = mask_overlap(*before, now);
-            periods.push_back(j);
+        const auto train_start = std::chrono::steady_clock::now();
+        std::size_t tokens = 0;
+        pc.on_step = [&](const tr::StepRecord& r) {
+            tokens += r.tokens;
+            const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
+            std::fprintf(stderr, "patch DPO step %zu/%zu  loss %.4f  acc %.2f  margin %.3f  %.0f tok/s\n", r.step, c.steps, r.loss, r.accuracy,
+                         r.reward_chosen - r.reward_rejected, static_cast<double>(tokens) / el);
         };
-        {
-            tr::Trainer trainer(q.model.mutable_weights(), adapter, c);
-            trainer.set_preferences(triples, pad);
-            if (fs::exists(checkpoint)) {
-                try {
-                    trainer.resume(checkpoint);
-                    std::fprintf(stderr, "[patch: resumed at step %zu]\n", trainer.steps_done());
-                } catch (const qsafe::config_error& e) {
-                    std::fprintf(stderr, "[patch: not resuming, %s; starting over]\n", e.what());
-                    for (std::size_t p = 0; fs::exists(mask_path(p)); ++p) fs::remove(mask_path(p));
-                }
-            }
-            if (trainer.steps_done() == 0) {
-                masks = identify(0);
-                record_period(0, masks, nullptr);
-            } else {
-                // Periods already trained: their masks as they were (the last one is the adapter's now).
-                std::map<std::string, tr::WeightMask> before;
-                const std::size_t last = (trainer.steps_done() - 1) / period_steps;
-                for (std::size_t p = 0; p <= last; ++p) {
-                    if (!fs::exists(mask_path(p)))
-                        throw qsafe::config_error("patch: " + checkpoint.string() + " is at step " + std::to_string(trainer.steps_done()) + " but " +
-                                                  mask_path(p).string() + " is missing; delete the checkpoint to start over");
-                    auto m = load_masks(mask_path(p));
-                    record_period(p, m, p == 0 ? nullptr : &before);
-                    before = std::move(m);
-                }
-                masks = std::move(before);
-                qsafe::apply_masks(adapter, masks);
-                if (trainer.steps_done() < c.steps && trainer.steps_done() % period_steps == 0) {
-                    auto next = identify(trainer.steps_done() / period_steps);
-                    record_period(trainer.steps_done() / period_steps, next, &masks);
-                    masks = std::move(next);
-                }
-            }
-            qsafe::apply_masks(adapter, masks);
-            std::fprintf(stderr, "[patch: %zu preference pairs, %zu weights may change (%s of the block projections%s)]\n", triples.size(), mask_entries(masks),
-                         o.mask_fraction.c_str(), o.mask_global ? ", one global threshold" : " each");
-            const auto train_start = std::chrono::steady_clock::now();
-            std::size_t tokens = 0;
-            while (trainer.steps_done() < c.steps) {
-                const tr::StepRecord r = trainer.step();
-                tokens += r.tokens;
-                const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - train_start).count();
-                std::fprintf(stderr, "patch DPO step %zu/%zu  loss %.4f  acc %.2f  margin %.3f  %.0f tok/s\n", r.step, c.steps, r.loss, r.accuracy,
-                             r.reward_chosen - r.reward_rejected, static_cast<double>(tokens) / el);
-                if (trainer.steps_done() % period_steps == 0 || trainer.steps_done() == c.steps) {
-                    trainer.save_checkpoint(checkpoint);
-                    if (trainer.steps_done() < c.steps) {
-                        const std::size_t period = trainer.steps_done() / period_steps;
-                        auto next = identify(period);
-                        record_period(period, next, &masks);
-                        masks = std::move(next);
-                        qsafe::apply_masks(adapter, masks);
-                    }
-                }
-            }
-            fs::path csv = out / "patch.train.csv", svg = out / "patch.train.svg";
-            qsafe::io::atomic_write_text(csv, tr::training_csv(trainer.history(), c.objective));
-            qsafe::io::atomic_write_text(svg, tr::training_curves_svg(trainer.history(), c.objective, "patch DPO (" + variant.name + ")"));
-            nlohmann::ordered_json history = nlohmann::ordered_json::array();
-            for (const auto& r : trainer.history())
-                history.push_back({{"step", r.step}, {"loss", r.loss}, {"accuracy", r.accuracy}, {"reward_chosen", r.reward_chosen},
-                                   {"reward_rejected", r.reward_rejected}, {"lr", r.lr}});
-            periods = nlohmann::ordered_json{{"periods", periods}, {"history", history}};
-        }
-
-        // 6. The fold and the model file.
-        const qsafe::PatchFold fold = qsafe::fold_patch(q.model.mutable_weights(), adapter);
-        const double bpw_after = q.model.weights().linear_bits_per_weight();
+        std::fprintf(stderr, "[patch: %zu preference pairs; %s of the block projections' weights may change%s]\n", triples.size(), o.mask_fraction.c_str(),
+                     o.mask_global ? " (one global threshold)" : " (of each)");
+        const qsafe::SafetyPatchResult patch = qsafe::run_safety_patch(q.model.mutable_weights(), std::move(triples), snip_examples, pad, pc, out);
+        qsafe::io::atomic_write_text(out / "patch.train.csv", tr::training_csv(patch.history, c.objective));
+        qsafe::io::atomic_write_text(out / "patch.train.svg", tr::training_curves_svg(patch.history, c.objective, "patch DPO (" + variant.name + ")"));
         qsafe::save_quantized_model(output, qsafe::gguf::File::open(model_path), q.model.weights(),
                                     {(variant.file.empty() ? std::string(qsafe::ptq_method_name(variant.method)) : "file") + "+qresafe-patch",
                                      variant.file.empty() ? variant.rules : variant.file.string(), (out / "patch_set.jsonl").string()});
+        nlohmann::ordered_json periods = nlohmann::ordered_json::array(), history = nlohmann::ordered_json::array();
+        for (const auto& p : patch.periods) {
+            nlohmann::ordered_json j{{"period", p.period}, {"first_step", p.first_step}, {"masked_weights", p.masked_weights}};
+            if (p.kept_from_previous) j["kept_from_previous"] = *p.kept_from_previous;
+            periods.push_back(j);
+        }
+        for (const auto& r : patch.history)
+            history.push_back({{"step", r.step}, {"loss", r.loss}, {"accuracy", r.accuracy}, {"reward_chosen", r.reward_chosen},
+                               {"reward_rejected", r.reward_rejected}, {"lr", r.lr}});
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         nlohmann::ordered_json report{{"model", model_path.string()},
                                       {"variant", variant.name},
@@ -388,21 +251,21 @@ void add_patch_command(CLI::App& app) {
                                       {"reidentify_every", o.reidentify},
                                       {"lora", {{"rank", lc.rank}, {"alpha", lc.alpha}, {"targets", lc.targets}}},
                                       {"dpo", {{"steps", c.steps}, {"batch", c.batch_size}, {"lr", c.lr}, {"beta", c.dpo_beta}}},
-                                      {"patched_weights", fold.patched},
-                                      {"patched_tensors", fold.tensors},
-                                      {"added_bytes", fold.added_bytes},
-                                      {"bits_per_weight_before", bpw_before},
-                                      {"bits_per_weight_after", bpw_after},
-                                      {"periods", periods["periods"]},
-                                      {"history", periods["history"]},
+                                      {"patched_weights", patch.fold.patched},
+                                      {"patched_tensors", patch.fold.tensors},
+                                      {"added_bytes", patch.fold.added_bytes},
+                                      {"bits_per_weight_before", patch.bits_per_weight_before},
+                                      {"bits_per_weight_after", patch.bits_per_weight_after},
+                                      {"periods", periods},
+                                      {"history", history},
                                       {"seconds", seconds}};
         qsafe::io::atomic_write_text(out / "patch.json", report.dump(1) + "\n");
-        const auto& h = periods["history"];
+        const auto& h = patch.history;
         std::printf("patched model: %s\n  %zu lost refusals patched; %zu weights in %zu tensors now fp16; bits per weight %.4f -> %.4f (+%.4f)\n"
                     "  DPO loss %.4f -> %.4f, reward accuracy %.2f -> %.2f; %.0f s (report: %s)\n",
-                    output.c_str(), pairs.size(), fold.patched, fold.tensors, bpw_before, bpw_after, bpw_after - bpw_before,
-                    h.front()["loss"].get<double>(), h.back()["loss"].get<double>(), h.front()["accuracy"].get<double>(),
-                    h.back()["accuracy"].get<double>(), seconds, (out / "patch.json").c_str());
+                    output.c_str(), pairs.size(), patch.fold.patched, patch.fold.tensors, patch.bits_per_weight_before, patch.bits_per_weight_after,
+                    patch.bits_per_weight_after - patch.bits_per_weight_before, h.front().loss, h.back().loss, h.front().accuracy, h.back().accuracy,
+                    seconds, (out / "patch.json").c_str());
     });
 }
 

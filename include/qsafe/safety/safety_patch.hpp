@@ -8,8 +8,8 @@
 //      variant computes with, the top fraction of each tensor or of all tensors (one threshold from a random
 //      sample of scores, as Q-resafe's code takes it);
 //   3. DPO through LoRA restricted to those weights (train/weight_mask.hpp; train/trainer.hpp runs it), the
-//      reference being the unpatched variant; the caller re-identifies the mask on the patched model every K
-//      steps (patched_dense gives the model to score);
+//      reference being the unpatched variant, with the mask re-identified on the patched model every K steps
+//      (run_safety_patch: checkpointed at every re-identification, resumable);
 //   4. the fold (fold_patch): the patched weights — and only they — are stored in fp16 through the existing
 //      protection (registry/protected_linear.hpp), on top of the variant's packed layers left exactly as they
 //      were. Every added byte (fp16 value, 16-bit column, 32-bit row pointer) is in storage_bytes(), so the
@@ -19,20 +19,29 @@
 // is exactly what the last period trained.
 #include <algorithm>
 #include <cstddef>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/core/fnv1a.hpp"
 #include "qsafe/eval/verdict.hpp"
+#include "qsafe/io/atomic_write.hpp"
 #include "qsafe/model/weights.hpp"
 #include "qsafe/registry/protected_linear.hpp"
 #include "qsafe/registry/scheme_spec.hpp"
 #include "qsafe/safety/snip_scores.hpp"
 #include "qsafe/safety/weight_scores.hpp"
 #include "qsafe/train/lora.hpp"
+#include "qsafe/train/trainer.hpp"
 #include "qsafe/train/weight_mask.hpp"
 
 namespace qsafe {
@@ -62,7 +71,7 @@ std::vector<PatchExample> patching_pairs(std::span<const eval::PromptRow> rows, 
 }
 
 struct CriticalWeightOptions {
-    double fraction = 0.0025;  // of each scored tensor, or (global) of all of them
+    double fraction = 0.002;   // of each scored tensor, or (global) of all of them
     bool global = false;       // one threshold over all tensors, estimated from a random sample of scores
     std::size_t global_sample = 1'000'000;
     std::uint64_t seed = 0;
@@ -156,6 +165,160 @@ inline PatchFold fold_patch(LlamaWeights& model, const train::LoraAdapter& adapt
         ++fold.tensors;
     }
     return fold;
+}
+
+struct SafetyPatchConfig {
+    train::LoraConfig lora;
+    train::TrainerConfig dpo;  // its objective must be DPO
+    CriticalWeightOptions critical;
+    std::size_t reidentify_every = 10;  // steps between re-identifications of the critical weights (0: never)
+    std::function<void(std::size_t, std::size_t)> snip_progress;  // (examples done, all) of each SNIP pass
+    std::function<void(const train::StepRecord&)> on_step;        // after every optimizer step
+
+    /// What the masks depend on besides the training state (written beside the checkpoint: a rerun with other
+    /// mask settings starts over).
+    std::string mask_fingerprint(std::span<const train::MaskedSequence> snip_examples) const {
+        Fnv1a h;
+        for (const auto& e : snip_examples) {
+            h.u64(e.tokens.size());
+            for (const auto t : e.tokens) h.u64(static_cast<std::uint32_t>(t));
+            for (const auto m : e.loss_mask) h.byte(m);
+        }
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "fraction=%.17g global=%d sample=%zu seed=%llu every=%zu snip=%zu:%016llx", critical.fraction,
+                      critical.global ? 1 : 0, critical.global_sample, static_cast<unsigned long long>(critical.seed), reidentify_every,
+                      snip_examples.size(), static_cast<unsigned long long>(h.value));
+        return buf;
+    }
+
+    void validate() const {
+        lora.validate();
+        dpo.validate();
+        critical.validate();
+        if (dpo.objective != train::Objective::dpo) throw config_error("safety patch: the training objective must be DPO");
+    }
+};
+
+/// One stretch of steps trained under one mask.
+struct PatchPeriod {
+    std::size_t period = 0, first_step = 0;  // steps first_step + 1 ... are trained under this mask
+    std::size_t masked_weights = 0;
+    std::optional<double> kept_from_previous;  // share of this mask's entries the previous mask had
+};
+
+struct SafetyPatchResult {
+    std::vector<train::StepRecord> history;
+    std::vector<PatchPeriod> periods;
+    PatchFold fold;
+    double bits_per_weight_before = 0, bits_per_weight_after = 0;
+};
+
+namespace detail {
+
+inline std::size_t mask_entries(const std::map<std::string, train::WeightMask>& masks) {
+    std::size_t n = 0;
+    for (const auto& [name, m] : masks) n += m.count();
+    return n;
+}
+
+inline double mask_overlap(const std::map<std::string, train::WeightMask>& before, const std::map<std::string, train::WeightMask>& now) {
+    std::size_t same = 0, total = 0;
+    for (const auto& [name, m] : now) {
+        total += m.count();
+        const auto it = before.find(name);
+        if (it == before.end()) continue;
+        const auto a = it->second.indices(), b = m.indices();
+        std::vector<std::size_t> both;
+        std::set_intersection(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(both));
+        same += both.size();
+    }
+    return total == 0 ? 1.0 : static_cast<double>(same) / static_cast<double>(total);
+}
+
+}  // namespace detail
+
+/// Patches `variant` in place: masked-LoRA DPO on `triples` (chosen = full-precision refusal, rejected = the
+/// variant's answer) with the critical weights identified by SNIP over `snip_examples` (prompt → refusal, loss
+/// on the refusal) — first on the variant, then every reidentify_every steps on the patched model — and the
+/// fold (fold_patch). `work_dir` keeps a checkpoint after each period ("patch.ckpt.gguf") and each period's
+/// mask ("mask-<period>.gguf"): a rerun with the same settings and data continues where it stopped and ends
+/// with the same model; a checkpoint of other settings is discarded.
+inline SafetyPatchResult run_safety_patch(LlamaWeights& variant, std::vector<train::PreferenceTriple> triples,
+                                          std::span<const train::MaskedSequence> snip_examples, std::int32_t pad, const SafetyPatchConfig& cfg,
+                                          const std::filesystem::path& work_dir) {
+    namespace fs = std::filesystem;
+    cfg.validate();
+    if (snip_examples.empty()) throw config_error("safety patch: no (prompt → refusal) examples to find the safety-critical weights with");
+    fs::create_directories(work_dir);
+    SafetyPatchResult result;
+    result.bits_per_weight_before = variant.linear_bits_per_weight();
+    train::LoraAdapter adapter = train::LoraAdapter::create(variant, cfg.lora);
+    const std::size_t period_steps = cfg.reidentify_every == 0 ? cfg.dpo.steps : cfg.reidentify_every;
+    const fs::path checkpoint = work_dir / "patch.ckpt.gguf", settings = work_dir / "patch.masks.txt";
+    const std::string mask_settings = cfg.mask_fingerprint(snip_examples) + "\n";
+    auto mask_path = [&](std::size_t p) { return work_dir / ("mask-" + std::to_string(p) + ".gguf"); };
+    std::map<std::string, train::WeightMask> masks;
+    auto identify = [&](std::size_t period) {
+        if (fs::exists(mask_path(period))) return train::load_weight_masks(mask_path(period));  // found before a restart
+        const LlamaWeights patched = patched_dense(variant, adapter);
+        SnipOptions so;
+        so.progress = cfg.snip_progress;
+        auto found = critical_masks(snip_scores(patched, snip_examples, pad, so), patched, cfg.critical);
+        train::save_weight_masks(mask_path(period), found);
+        return found;
+    };
+    auto enter_period = [&](std::size_t period, std::map<std::string, train::WeightMask> now) {
+        PatchPeriod rec{period, period * period_steps, detail::mask_entries(now), {}};
+        if (period > 0) rec.kept_from_previous = detail::mask_overlap(masks, now);
+        result.periods.push_back(rec);
+        masks = std::move(now);
+        apply_masks(adapter, masks);
+    };
+    {
+        train::Trainer trainer(variant, adapter, cfg.dpo);
+        trainer.set_preferences(std::move(triples), pad);
+        auto start_over = [&] {
+            fs::remove(checkpoint);
+            for (std::size_t p = 0; fs::exists(mask_path(p)); ++p) fs::remove(mask_path(p));
+        };
+        std::string recorded;
+        if (fs::exists(settings)) {
+            std::ifstream in(settings);
+            std::getline(in, recorded);
+            recorded += "\n";
+        }
+        if (recorded != mask_settings) start_over();  // masks of other settings (or none recorded)
+        io::atomic_write_text(settings, mask_settings);
+        if (fs::exists(checkpoint)) {
+            try {
+                trainer.resume(checkpoint);
+            } catch (const config_error&) {
+                start_over();  // written with other training settings or data
+            }
+        }
+        const std::size_t done = trainer.steps_done();
+        // The periods already trained, under the masks they had.
+        for (std::size_t p = 0; done > 0 && p <= (done - 1) / period_steps; ++p) {
+            if (!fs::exists(mask_path(p)))
+                throw config_error("safety patch: " + checkpoint.string() + " is at step " + std::to_string(done) + " but " + mask_path(p).string() +
+                                   " is missing; delete the checkpoint to start over");
+            enter_period(p, train::load_weight_masks(mask_path(p)));
+        }
+        if (done < cfg.dpo.steps && done % period_steps == 0) enter_period(done / period_steps, identify(done / period_steps));
+        while (trainer.steps_done() < cfg.dpo.steps) {
+            const train::StepRecord r = trainer.step();
+            if (cfg.on_step) cfg.on_step(r);
+            const std::size_t now = trainer.steps_done();
+            if (now % period_steps == 0 || now == cfg.dpo.steps) {
+                trainer.save_checkpoint(checkpoint);
+                if (now < cfg.dpo.steps) enter_period(now / period_steps, identify(now / period_steps));
+            }
+        }
+        result.history = trainer.history();
+    }
+    result.fold = fold_patch(variant, adapter);
+    result.bits_per_weight_after = variant.linear_bits_per_weight();
+    return result;
 }
 
 }  // namespace qsafe

@@ -13,11 +13,17 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "qsafe/core/error.hpp"
+#include "qsafe/io/gguf.hpp"
+#include "qsafe/io/gguf_writer.hpp"
 
 namespace qsafe::train {
 
@@ -72,5 +78,63 @@ struct WeightMask {
         }
     }
 };
+
+inline constexpr const char* weight_mask_file_type = "qsafe.weight_masks";
+
+/// Writes masks by tensor name as one GGUF file (general.type "qsafe.weight_masks"; per tensor an I32
+/// "<name>.mask_row_ptr" and "<name>.mask_col", and the shape as "<name>.mask_shape" = "ROWSxCOLS"), atomically.
+inline void save_weight_masks(const std::filesystem::path& path, const std::map<std::string, WeightMask>& masks) {
+    gguf::Writer out;
+    out.set("general.type", std::string(weight_mask_file_type));
+    auto bytes = [](const std::vector<std::uint32_t>& v) {
+        std::vector<std::byte> b(v.size() * sizeof(std::uint32_t));
+        if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
+        return b;
+    };
+    for (const auto& [name, m] : masks) {
+        out.set(name + ".mask_shape", std::to_string(m.rows) + "x" + std::to_string(m.cols));
+        out.add_tensor(name + ".mask_row_ptr", {m.row_ptr.size()}, GgmlType::I32, bytes(m.row_ptr));
+        // A GGUF tensor holds at least one element: an empty mask stores one placeholder column.
+        out.add_tensor(name + ".mask_col", {std::max<std::size_t>(1, m.col.size())}, GgmlType::I32, bytes(m.col.empty() ? std::vector<std::uint32_t>{0} : m.col));
+    }
+    out.write(path);
+}
+
+/// Reads save_weight_masks' file; format_error naming the file and tensor for anything malformed.
+inline std::map<std::string, WeightMask> load_weight_masks(const std::filesystem::path& path) {
+    const std::string where = path.string();
+    const gguf::File file = gguf::File::open(path);
+    if (file.get_optional<std::string>("general.type").value_or("") != weight_mask_file_type) throw format_error(where + ": not a qsafe weight-mask file");
+    auto read = [&](const std::string& name) {
+        const gguf::TensorInfo* t = file.find_tensor(name);
+        if (t == nullptr || t->type != GgmlType::I32) throw format_error(where + ": tensor '" + name + "' is missing or not I32");
+        const auto b = file.tensor_bytes(*t);
+        std::vector<std::uint32_t> v(b.size() / sizeof(std::uint32_t));
+        std::memcpy(v.data(), b.data(), v.size() * sizeof(std::uint32_t));
+        return v;
+    };
+    std::map<std::string, WeightMask> masks;
+    for (const auto& t : file.tensors()) {
+        if (!t.name.ends_with(".mask_row_ptr")) continue;
+        const std::string name = t.name.substr(0, t.name.size() - std::string_view(".mask_row_ptr").size());
+        const std::string shape = file.get_optional<std::string>(name + ".mask_shape").value_or("");
+        WeightMask m;
+        const auto x = shape.find('x');
+        try {
+            if (x == std::string::npos) throw std::invalid_argument("no x");
+            m.rows = std::stoull(shape.substr(0, x));
+            m.cols = std::stoull(shape.substr(x + 1));
+        } catch (const std::exception&) {
+            throw format_error(where + ": '" + name + ".mask_shape' is '" + shape + "', not ROWSxCOLS");
+        }
+        m.row_ptr = read(name + ".mask_row_ptr");
+        m.col = read(name + ".mask_col");
+        if (!m.row_ptr.empty() && m.row_ptr.back() == 0) m.col.clear();  // an empty mask's placeholder
+        m.validate(where + ": mask of '" + name + "'");
+        masks.emplace(name, std::move(m));
+    }
+    if (masks.empty()) throw format_error(where + ": the file holds no masks");
+    return masks;
+}
 
 }  // namespace qsafe::train
