@@ -51,6 +51,23 @@ for objective in sft dpo; do
   echo "$objective: killed run resumed to identical adapter bytes" >&2
 done
 
+# QLoRA export: the quantized base as a model file beside the adapter, and the merge re-quantized under the
+# same rules with its KL report; both files load as models.
+"$qsafe" train sft --data sft.jsonl -o qlora.gguf -r 'blk.*=int4-g128-asym' --steps 4 --batch 2 --micro-batch 2 --lora "attn_v,ffn_down" \
+  --rank 4 --lr 5e-3 --seed 3 -t 2 --save-base qlora_base.gguf --merge-requantize qlora_merged.gguf 2> qlora.log
+grep -E "merged and re-quantized qlora_merged.gguf: on 4 training responses \([0-9]+ positions\), KL from base \+ adapter is [0-9.]+ nats/token" qlora.log > /dev/null ||
+  { echo "FAIL: no re-quantization report" >&2; cat qlora.log >&2; exit 1; }
+for key in kl_base kl_requantized same_top_requantized logprob_adapted bits_per_weight; do
+  grep -E "\"$key\": [0-9.e+-]+" qlora_merged.merge.json > /dev/null || { echo "FAIL: $key missing from qlora_merged.merge.json" >&2; exit 1; }
+done
+for f in qlora_base.gguf qlora_merged.gguf; do
+  "$qsafe" generate -m "$f" -t 2 -n 4 -p "What is the capital of France?" > /dev/null 2> gen.log ||
+    { echo "FAIL: $f does not load" >&2; cat gen.log >&2; exit 1; }
+done
+"$qsafe" info -m qlora_merged.gguf > info.log 2>&1
+grep -E 'qsafe.tensor.blk.0.attn_v.weight.scheme +"int4-g128-asym"' info.log > /dev/null || { echo "FAIL: merged layers are not re-quantized" >&2; exit 1; }
+echo "qlora: base and re-quantized merge written and loaded" >&2
+
 # Bad input: a message naming what is wrong, and a non-zero exit code.
 expect_failure() {
   local pattern="$1"
@@ -66,4 +83,5 @@ expect_failure 'missing.jsonl:2: the row has no "response" field' train sft --da
 expect_failure "target 'attn_nothing' matches no block projection" train sft --data sft.jsonl -o x.gguf --lora attn_nothing
 expect_failure 'sft.jsonl:1: prompt \+ response is [0-9]+ tokens, longer than the limit of 16' train sft --data sft.jsonl -o x.gguf --max-length 16
 expect_failure 'batch size \(3\) must be a multiple of the micro-batch size \(2\)' train sft --data sft.jsonl -o x.gguf --batch 3 --micro-batch 2
+expect_failure '--merge-requantize needs a quantized base' train sft --data sft.jsonl -o x.gguf --merge-requantize y.gguf
 echo "train_resume_test: all passed" >&2

@@ -1,5 +1,6 @@
 // qsafe train sft|dpo: LoRA training of a model (fp32 or quantized base) on JSONL data, with checkpoints
 // every N steps, --resume, a CSV and SVG of the curves beside the adapter, and optionally the merged model.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -7,11 +8,17 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "qsafe/commands.hpp"
 #include "qsafe/common.hpp"
 #include "qsafe/eval/progress.hpp"
 #include "qsafe/io/atomic_write.hpp"
 #include "qsafe/ptq/model_file.hpp"
+#include "qsafe/ptq/quantize_model.hpp"
+#include "qsafe/safety/response_kl.hpp"
+#include "qsafe/safety/response_set.hpp"
+#include "qsafe/train/alignment_data.hpp"
 #include "qsafe/train/trainer.hpp"
 #include "qsafe/train/training_data.hpp"
 #include "qsafe/train/training_report.hpp"
@@ -22,7 +29,7 @@ namespace {
 
 struct TrainOptions {
     std::string objective;
-    std::string data, output, merge_into, lora = "*";
+    std::string data, output, merge_into, merge_requantize, save_base, lora = "*";
     std::size_t rank = 16, max_length = 0, checkpoint_every = 25;
     float alpha = 0.0f;  // 0: 2 × rank
     bool resume = false, no_system_prompt = false;
@@ -70,6 +77,11 @@ void add_train_command(CLI::App& app) {
     cmd->add_flag("--resume", o.resume, "continue from the checkpoint beside --output if there is one");
     cmd->add_flag("--no-system-prompt", o.no_system_prompt, "render prompts without the chat template's default system turn");
     cmd->add_option("--merge-into", o.merge_into, "also write the model with the adapter merged in (fp32 layers) to this GGUF file");
+    cmd->add_option("--save-base", o.save_base, "also write the quantized base the adapter was trained over (--rules) as a quantized model "
+                                                "file: base + adapter, as llama.cpp's --lora runs them");
+    cmd->add_option("--merge-requantize", o.merge_requantize,
+                    "also merge the adapter and quantize the merged layers again under --rules (RTN), write that model to this file, and "
+                    "report what the re-quantization costs: KL from base + adapter on the training responses, before and after");
     cmd->callback([] {
         namespace tr = qsafe::train;
         const auto start = std::chrono::steady_clock::now();
@@ -77,6 +89,11 @@ void add_train_command(CLI::App& app) {
         c.objective = o.objective == "sft" ? tr::Objective::sft : tr::Objective::dpo;
         c.validate();
         if (!std::filesystem::exists(o.data)) throw qsafe::io_error(o.data + ": no such training data file");
+        const auto rule_list = qsafe::SchemeRules::parse(model.rules).rules();
+        if (!o.merge_requantize.empty() && std::none_of(rule_list.begin(), rule_list.end(), [](const auto& r) { return r.scheme != "fp32"; }))
+            throw qsafe::config_error("--merge-requantize needs a quantized base: give its schemes with --rules (QLoRA)");
+        if ((!o.merge_requantize.empty() || !o.save_base.empty() || !o.merge_into.empty()) && std::filesystem::is_directory(resolve_model_path(model.model)))
+            throw qsafe::config_error("--merge-into, --merge-requantize and --save-base need a GGUF base model (got a folder)");
         // The rows are checked before the model is loaded: a bad file fails at once.
         std::vector<tr::SftPair> pairs;
         std::vector<tr::PreferenceText> preference_rows;
@@ -147,9 +164,61 @@ void add_train_command(CLI::App& app) {
         trainer.save_checkpoint(checkpoint);  // the finished state: --resume on a finished run writes the same adapter
         write_curves();
         std::fprintf(stderr, "[adapter %s; curves %s, %s; checkpoint %s]\n", output.c_str(), csv.c_str(), svg.c_str(), checkpoint.c_str());
+        const std::filesystem::path source = resolve_model_path(model.model);
+        if (!o.save_base.empty()) {
+            qsafe::save_quantized_model(o.save_base, qsafe::gguf::File::open(source), m.model.weights(), {"rtn", model.rules, ""});
+            std::fprintf(stderr, "[quantized base %s (%.3f bits per weight)]\n", o.save_base.c_str(), m.model.weights().linear_bits_per_weight());
+        }
+        if (!o.merge_requantize.empty()) {
+            // The training responses as teacher-forced conversations (at most 32, spread over the data).
+            std::vector<tr::MaskedSequence> seqs;
+            if (c.objective == tr::Objective::sft) {
+                seqs = tr::render_sft(m.tokenizer, m.chat_template, pairs, render, o.data);
+            } else {
+                for (const auto& t : tr::render_preferences(m.tokenizer, m.chat_template, preference_rows, render, o.data)) seqs.push_back(t.sequence(true));
+            }
+            qsafe::ResponseSet set;
+            set.source = o.data + ":training-responses";
+            for (const std::size_t i : tr::spread_indices(seqs.size(), 32)) {
+                qsafe::ResponseSequence r;
+                r.id = std::to_string(i);
+                r.tokens = seqs[i].tokens;
+                r.response_begin = static_cast<std::size_t>(std::find(seqs[i].loss_mask.begin(), seqs[i].loss_mask.end(), 1) - seqs[i].loss_mask.begin());
+                set.sequences.push_back(std::move(r));
+            }
+            auto adapted = load_with_rules(model), requantized = load_with_rules(model);
+            adapter.merge_into(adapted.model.mutable_weights());
+            adapter.merge_into(requantized.model.mutable_weights());
+            std::vector<std::string> merged;
+            for (const auto& p : adapter.pairs()) merged.push_back(p.tensor);
+            qsafe::PtqOptions po;
+            po.rules = qsafe::SchemeRules::parse(model.rules);
+            qsafe::quantize_tensors(requantized.model.mutable_weights(), merged, po);
+            const qsafe::ResponseReference ref = qsafe::record_response_reference(adapted.model, set);
+            const qsafe::ResponseKlStats base_kl = qsafe::compare_on_responses(m.model, set, ref);
+            const qsafe::ResponseKlStats requant_kl = qsafe::compare_on_responses(requantized.model, set, ref);
+            qsafe::save_quantized_model(o.merge_requantize, qsafe::gguf::File::open(source), requantized.model.weights(),
+                                        {"lora-" + o.objective + "+requantized", model.rules, o.data});
+            const nlohmann::ordered_json j{{"responses", set.sequences.size()},
+                                           {"positions", requant_kl.kl.positions},
+                                           {"kl_base", base_kl.kl.mean_kl},
+                                           {"kl_requantized", requant_kl.kl.mean_kl},
+                                           {"same_top_base", base_kl.kl.same_top_fraction},
+                                           {"same_top_requantized", requant_kl.kl.same_top_fraction},
+                                           {"logprob_adapted", requant_kl.mean_logprob_reference},
+                                           {"logprob_base", base_kl.mean_logprob_variant},
+                                           {"logprob_requantized", requant_kl.mean_logprob_variant},
+                                           {"bits_per_weight", requantized.model.weights().linear_bits_per_weight()}};
+            qsafe::io::atomic_write_text(train_file_beside(o.merge_requantize, ".merge.json"), j.dump(1) + "\n");
+            std::fprintf(stderr,
+                         "[merged and re-quantized %s: on %zu training responses (%zu positions), KL from base + adapter is %.4f nats/token "
+                         "(same top-1 %.1f %%; the base without the adapter: %.4f, %.1f %%); response log-likelihood %.3f adapted, %.3f re-quantized, "
+                         "%.3f base]\n",
+                         o.merge_requantize.c_str(), set.sequences.size(), requant_kl.kl.positions, requant_kl.kl.mean_kl,
+                         100 * requant_kl.kl.same_top_fraction, base_kl.kl.mean_kl, 100 * base_kl.kl.same_top_fraction,
+                         requant_kl.mean_logprob_reference, requant_kl.mean_logprob_variant, base_kl.mean_logprob_variant);
+        }
         if (!o.merge_into.empty()) {
-            const std::filesystem::path source = resolve_model_path(model.model);
-            if (std::filesystem::is_directory(source)) throw qsafe::config_error("--merge-into needs a GGUF base model (got a folder)");
             adapter.merge_into(m.model.mutable_weights());
             const auto file = qsafe::gguf::File::open(source);
             qsafe::save_quantized_model(o.merge_into, file, m.model.weights(),

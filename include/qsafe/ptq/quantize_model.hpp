@@ -13,11 +13,13 @@
 //   hqq   HQQ, data-free: each group's parameters refined by half-quadratic l_p minimisation (quant/hqq.hpp)
 // Schemes that are not policy-composed (e.g. vector quantization) take the RTN path of their registry entry
 // under rtn and imatrix; imatrix gives it the importance vector for its weighted fitting.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -237,6 +239,23 @@ inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationSt
         const auto& [name, layer] = layers[i];
         report.push_back(detail::quantize_layer(name, *layer, stats, opt, base));
         if (opt.progress) opt.progress(name, report.back().scheme, i + 1, layers.size(), report.back().seconds);
+    }
+    return report;
+}
+
+/// Quantizes only the named linear layers (a data-free method: rtn or hqq) under opt.rules, leaving the others
+/// as they are — e.g. the layers an adapter was merged into, back to their scheme. Throws config_error naming
+/// a tensor that is not a linear layer of `w`.
+inline std::vector<PtqLayerReport> quantize_tensors(LlamaWeights& w, std::span<const std::string> names, const PtqOptions& opt) {
+    if (ptq_method_needs_calibration(opt.method))
+        throw config_error(std::string("quantizing single tensors: method '") + ptq_method_name(opt.method) + "' needs calibration statistics");
+    auto layers = detail::linear_layers(w);
+    std::vector<PtqLayerReport> report;
+    for (const std::string& name : names) {
+        const auto it = std::find_if(layers.begin(), layers.end(), [&](const auto& l) { return l.first == name; });
+        if (it == layers.end()) throw config_error("quantizing single tensors: '" + name + "' is not a linear layer of the model");
+        report.push_back(detail::quantize_layer(name, *it->second, nullptr, opt, opt.base));
+        if (opt.progress) opt.progress(name, report.back().scheme, report.size(), names.size(), report.back().seconds);
     }
     return report;
 }
