@@ -68,6 +68,14 @@ done
 grep -E 'qsafe.tensor.blk.0.attn_v.weight.scheme +"int4-g128-asym"' info.log > /dev/null || { echo "FAIL: merged layers are not re-quantized" >&2; exit 1; }
 echo "qlora: base and re-quantized merge written and loaded" >&2
 
+# STE quantization-aware training: the output is a packed quantized model under the --qat rules.
+"$qsafe" train sft --data sft.jsonl -o qat.gguf --qat 'blk.*=int3-g128-asym' --steps 2 --batch 2 --micro-batch 2 --lr 1e-4 -t 2 2> qat.log ||
+  { echo "FAIL: qat run" >&2; cat qat.log >&2; exit 1; }
+"$qsafe" info -m qat.gguf > info.log 2>&1
+grep -E 'qsafe.tensor.blk.3.ffn_up.weight.scheme +"int3-g128-asym"' info.log > /dev/null || { echo "FAIL: qat model is not packed int3" >&2; exit 1; }
+grep -E 'qsafe.method +"ste-qat-sft"' info.log > /dev/null || { echo "FAIL: qat model does not say how it was made" >&2; exit 1; }
+echo "qat: packed quantized model written" >&2
+
 # Bad input: a message naming what is wrong, and a non-zero exit code.
 expect_failure() {
   local pattern="$1"
@@ -83,5 +91,7 @@ expect_failure 'missing.jsonl:2: the row has no "response" field' train sft --da
 expect_failure "target 'attn_nothing' matches no block projection" train sft --data sft.jsonl -o x.gguf --lora attn_nothing
 expect_failure 'sft.jsonl:1: prompt \+ response is [0-9]+ tokens, longer than the limit of 16' train sft --data sft.jsonl -o x.gguf --max-length 16
 expect_failure 'batch size \(3\) must be a multiple of the micro-batch size \(2\)' train sft --data sft.jsonl -o x.gguf --batch 3 --micro-batch 2
+expect_failure '--qat trains the model itself' train sft --data sft.jsonl -o x.gguf --qat 'blk.*=int3-g128-asym' --merge-into y.gguf
+expect_failure "blk.0.attn_q.weight: unknown quantization scheme 'int9-g1'" train sft --data sft.jsonl -o x.gguf --qat 'blk.*=int9-g1'
 expect_failure '--merge-requantize needs a quantized base' train sft --data sft.jsonl -o x.gguf --merge-requantize y.gguf
 echo "train_resume_test: all passed" >&2

@@ -3,6 +3,8 @@
 // computes what training computed, and bad rules are refused.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <tuple>
 #include <vector>
 
 #include "common/model_fixtures.hpp"
@@ -10,6 +12,7 @@
 #include "qsafe/train/adamw.hpp"
 #include "qsafe/train/fake_quant.hpp"
 #include "qsafe/train/objectives.hpp"
+#include "qsafe/train/trainer.hpp"
 
 using namespace qsafe;
 using namespace qsafe::train;
@@ -95,4 +98,55 @@ TEST_CASE("STE: rules that do not resolve, or a scheme for a tied output layer, 
     CHECK(w.layers[0].wq->scheme_name() == "fp32");
     const FakeQuantizedLlama fine(w, SchemeRules::parse("blk.*=int2-g16-asym"));
     CHECK(fine.covered_layers() == 14);
+}
+
+TEST_CASE("STE through the Trainer: SFT steps lower the loss, and a run resumed from a checkpoint ends with the same masters and packed layers") {
+    const char* rules = "blk.*=int2-g16-asym";
+    auto examples = [] {
+        std::vector<MaskedSequence> out;
+        for (int i = 0; i < 4; ++i) {
+            MaskedSequence s;
+            for (std::size_t t = 0; t < qat_sequence.size(); ++t) s.tokens.push_back((qat_sequence[t] + 7 * i) % 61);
+            s.loss_mask.assign(s.tokens.size(), 1);
+            std::fill(s.loss_mask.begin(), s.loss_mask.begin() + 5, 0);
+            out.push_back(s);
+        }
+        return out;
+    };
+    TrainerConfig c;
+    c.steps = 8;
+    c.batch_size = 2;
+    c.micro_batch = 1;
+    c.lr = 1e-2;
+    const auto dir = test_fixtures::temp_dir("qat");
+    auto run = [&](std::size_t steps, const std::filesystem::path* resume_from, const std::filesystem::path* save_to) {
+        LlamaWeights w = qat_tiny_weights(71);
+        FakeQuantizedLlama qat(w, SchemeRules::parse(rules));
+        TrainerConfig cc = c;
+        Trainer trainer(w, qat, cc);
+        trainer.set_examples(examples(), 0);
+        if (resume_from) trainer.resume(*resume_from);
+        while (trainer.steps_done() < steps) trainer.step();
+        if (save_to) trainer.save_checkpoint(*save_to);
+        std::vector<double> losses;
+        for (const auto& r : trainer.history()) losses.push_back(r.loss);
+        const RowMatrixF master = qat.master("blk.1.ffn_down.weight");
+        qat.export_packed();
+        return std::make_tuple(losses, master, w.layers[1].w_down->serialize());
+    };
+    const auto [losses, master, packed] = run(8, nullptr, nullptr);
+    MESSAGE("STE SFT through the Trainer: loss " << losses.front() << " -> " << losses.back());
+    CHECK(losses.back() < losses.front());
+    const auto ckpt = dir / "qat.ckpt.gguf";
+    (void)run(3, nullptr, &ckpt);
+    const auto [losses2, master2, packed2] = run(8, &ckpt, nullptr);
+    CHECK(losses2 == losses);
+    CHECK(master2 == master);
+    CHECK(packed2 == packed);
+    // LoRA dropout means nothing without an adapter.
+    LlamaWeights w = qat_tiny_weights(71);
+    FakeQuantizedLlama qat(w, SchemeRules::parse(rules));
+    TrainerConfig dropout = c;
+    dropout.lora_dropout = 0.1f;
+    CHECK_THROWS_WITH_AS(Trainer(w, qat, dropout), doctest::Contains("dropout"), config_error);
 }

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +30,7 @@ namespace {
 
 struct TrainOptions {
     std::string objective;
-    std::string data, output, merge_into, merge_requantize, save_base, lora = "*";
+    std::string data, output, merge_into, merge_requantize, save_base, qat, lora = "*";
     std::size_t rank = 16, max_length = 0, checkpoint_every = 25;
     float alpha = 0.0f;  // 0: 2 × rank
     bool resume = false, no_system_prompt = false;
@@ -55,7 +56,11 @@ void add_train_command(CLI::App& app) {
         ->required()
         ->check(CLI::IsMember({"sft", "dpo"}));
     cmd->add_option("--data", o.data, "training data (JSON Lines)")->required();
-    cmd->add_option("-o,--output", o.output, "adapter file to write (GGUF LoRA adapter, llama.cpp's layout)")->required();
+    cmd->add_option("-o,--output", o.output, "adapter file to write (GGUF LoRA adapter, llama.cpp's layout); with --qat, the trained quantized model")
+        ->required();
+    cmd->add_option("--qat", o.qat, "quantization-aware training (STE) instead of LoRA: the layers these rules quantize (e.g. "
+                                    "'blk.*=int3-g128-asym') train as fp32 masters computing with their fake-quantized values; the packed "
+                                    "model is written to --output");
     cmd->add_option("--lora", o.lora, "tensors to adapt, as --rules globs: e.g. 'attn_*,ffn_*', 'blk.1?.attn_v', '*'")->capture_default_str();
     cmd->add_option("--rank", o.rank, "LoRA rank")->capture_default_str();
     cmd->add_option("--alpha", o.alpha, "LoRA alpha (default 2 x rank)");
@@ -89,6 +94,10 @@ void add_train_command(CLI::App& app) {
         c.objective = o.objective == "sft" ? tr::Objective::sft : tr::Objective::dpo;
         c.validate();
         if (!std::filesystem::exists(o.data)) throw qsafe::io_error(o.data + ": no such training data file");
+        if (!o.qat.empty() && !(o.merge_into.empty() && o.merge_requantize.empty() && o.save_base.empty()))
+            throw qsafe::config_error("--qat trains the model itself: --merge-into, --merge-requantize and --save-base are for LoRA adapters");
+        if (!o.qat.empty() && std::filesystem::is_directory(resolve_model_path(model.model)))
+            throw qsafe::config_error("--qat writes a quantized model file and needs a GGUF base model (got a folder)");
         const auto rule_list = qsafe::SchemeRules::parse(model.rules).rules();
         if (!o.merge_requantize.empty() && std::none_of(rule_list.begin(), rule_list.end(), [](const auto& r) { return r.scheme != "fp32"; }))
             throw qsafe::config_error("--merge-requantize needs a quantized base: give its schemes with --rules (QLoRA)");
@@ -110,8 +119,17 @@ void add_train_command(CLI::App& app) {
         lc.dropout = c.lora_dropout;
         lc.targets = o.lora;
         lc.seed = c.seed;
-        tr::LoraAdapter adapter = tr::LoraAdapter::create(m.model.weights(), lc);
-        tr::Trainer trainer(m.model.mutable_weights(), adapter, c);
+        std::optional<tr::FakeQuantizedLlama> qat;
+        tr::LoraAdapter adapter;
+        std::optional<tr::Trainer> trainer_slot;
+        if (!o.qat.empty()) {
+            qat.emplace(m.model.mutable_weights(), qsafe::SchemeRules::parse(o.qat));
+            trainer_slot.emplace(m.model.mutable_weights(), *qat, c);
+        } else {
+            adapter = tr::LoraAdapter::create(m.model.weights(), lc);
+            trainer_slot.emplace(m.model.mutable_weights(), adapter, c);
+        }
+        tr::Trainer& trainer = *trainer_slot;
         const std::int32_t pad = m.tokenizer.pad_id().value_or(tr::end_of_turn_token(m.tokenizer, m.chat_template));
         if (c.objective == tr::Objective::sft)
             trainer.set_examples(tr::render_sft(m.tokenizer, m.chat_template, pairs, render, o.data), pad);
@@ -124,9 +142,14 @@ void add_train_command(CLI::App& app) {
             trainer.resume(checkpoint);
             std::fprintf(stderr, "[resumed from %s at step %zu of %zu]\n", checkpoint.c_str(), trainer.steps_done(), c.steps);
         }
-        std::fprintf(stderr, "[%s %s: %zu rows from %s; LoRA rank %zu alpha %g on %zu tensors (%zu parameters); %zu steps of %zu, micro-batch %zu]\n",
-                     m.name.c_str(), o.objective.c_str(), rows, o.data.c_str(), o.rank, static_cast<double>(lc.alpha), adapter.pairs().size(),
-                     adapter.parameter_count(), c.steps, c.batch_size, c.micro_batch);
+        if (qat)
+            std::fprintf(stderr, "[%s %s: %zu rows from %s; STE quantization-aware training of %zu layers (%s); %zu steps of %zu, micro-batch %zu]\n",
+                         m.name.c_str(), o.objective.c_str(), rows, o.data.c_str(), qat->covered_layers(), o.qat.c_str(), c.steps, c.batch_size,
+                         c.micro_batch);
+        else
+            std::fprintf(stderr, "[%s %s: %zu rows from %s; LoRA rank %zu alpha %g on %zu tensors (%zu parameters); %zu steps of %zu, micro-batch %zu]\n",
+                         m.name.c_str(), o.objective.c_str(), rows, o.data.c_str(), o.rank, static_cast<double>(lc.alpha), adapter.pairs().size(),
+                         adapter.parameter_count(), c.steps, c.batch_size, c.micro_batch);
         const std::string title = m.name + " — " + o.objective + " LoRA r" + std::to_string(o.rank) + " (" + o.data + ")";
         auto write_curves = [&] {
             qsafe::io::atomic_write_text(csv, tr::training_csv(trainer.history(), c.objective));
@@ -160,10 +183,20 @@ void add_train_command(CLI::App& app) {
                 last_checkpoint = trainer.steps_done();
             }
         }
-        adapter.save(output, mc.architecture);
-        trainer.save_checkpoint(checkpoint);  // the finished state: --resume on a finished run writes the same adapter
+        trainer.save_checkpoint(checkpoint);  // the finished state: --resume on a finished run writes the same output
         write_curves();
-        std::fprintf(stderr, "[adapter %s; curves %s, %s; checkpoint %s]\n", output.c_str(), csv.c_str(), svg.c_str(), checkpoint.c_str());
+        const std::vector<tr::StepRecord> final_history = trainer.history();
+        if (qat) {
+            trainer_slot.reset();  // the packed export replaces the layers the trainer computes with
+            qat->export_packed();
+            qsafe::save_quantized_model(output, qsafe::gguf::File::open(resolve_model_path(model.model)), m.model.weights(),
+                                        {"ste-qat-" + o.objective, o.qat, o.data});
+            std::fprintf(stderr, "[quantized model %s (%.3f bits per weight); curves %s, %s; checkpoint %s]\n", output.c_str(),
+                         m.model.weights().linear_bits_per_weight(), csv.c_str(), svg.c_str(), checkpoint.c_str());
+        } else {
+            adapter.save(output, mc.architecture);
+            std::fprintf(stderr, "[adapter %s; curves %s, %s; checkpoint %s]\n", output.c_str(), csv.c_str(), svg.c_str(), checkpoint.c_str());
+        }
         const std::filesystem::path source = resolve_model_path(model.model);
         if (!o.save_base.empty()) {
             qsafe::save_quantized_model(o.save_base, qsafe::gguf::File::open(source), m.model.weights(), {"rtn", model.rules, ""});
@@ -226,7 +259,7 @@ void add_train_command(CLI::App& app) {
             std::fprintf(stderr, "[merged model %s]\n", o.merge_into.c_str());
         }
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const auto& h = trainer.history();
+        const auto& h = final_history;
         std::printf("%s %s: %zu steps, loss %.4f -> %.4f, %.1f s\n", m.name.c_str(), o.objective.c_str(), h.size(), h.empty() ? 0.0 : h.front().loss,
                     h.empty() ? 0.0 : h.back().loss, el);
     });

@@ -113,6 +113,12 @@ class FakeQuantizedLlama {
     }
 
     std::size_t covered_layers() const noexcept { return covered_.size(); }
+    /// What is trained, for checkpoints: the rules and the covered layers with their schemes.
+    std::string signature() const {
+        std::string s = "qat rules=" + rules_.to_string();
+        for (const Covered& c : covered_) s += " " + c.name + "=" + c.scheme;
+        return s;
+    }
     const RowMatrixF& master(const std::string& name) const {
         for (const Covered& c : covered_)
             if (c.name == name) return c.master;

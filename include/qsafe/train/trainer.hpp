@@ -26,6 +26,7 @@
 #include "qsafe/core/fnv1a.hpp"
 #include "qsafe/io/gguf.hpp"
 #include "qsafe/train/adamw.hpp"
+#include "qsafe/train/fake_quant.hpp"
 #include "qsafe/train/objectives.hpp"
 #include "qsafe/train/parameters.hpp"
 #include "qsafe/train/trainable_llama.hpp"
@@ -104,10 +105,18 @@ struct StepRecord {
 
 class Trainer {
   public:
-    /// `base` and `adapter` must outlive the trainer; only the adapter is trained.
+    /// LoRA: `base` and `adapter` must outlive the trainer; only the adapter is trained.
     Trainer(LlamaWeights& base, LoraAdapter& adapter, TrainerConfig config, TrainableOptions options = {})
-        : config_(std::move(config)), adapter_(adapter), model_(base, &adapter, options),
+        : config_(std::move(config)), adapter_(&adapter), model_(base, &adapter, options),
           optimizer_((config_.validate(), lora_parameters(adapter)), config_.adamw), context_(base.config.context_length) {}
+
+    /// Quantization-aware training (STE, train/fake_quant.hpp): `qat` must have been built over `base`, and
+    /// both outlive the trainer. Trained: the covered layers' fp32 masters and the RMSNorm weights; after every
+    /// optimizer step the layers are fake-quantized again from the masters (scales re-fitted).
+    Trainer(LlamaWeights& base, FakeQuantizedLlama& qat, TrainerConfig config, TrainableOptions options = {})
+        : config_(std::move(config)), qat_(&qat), model_(base, nullptr, with_full_gradients(options)),
+          optimizer_((config_.validate(), check_no_dropout(config_), qat.parameters(model_)), config_.adamw),
+          context_(base.config.context_length), qat_signature_(qat.signature()) {}
 
     const TrainerConfig& config() const noexcept { return config_; }
     std::size_t steps_done() const noexcept { return history_.size(); }
@@ -172,7 +181,8 @@ class Trainer {
         const auto start = std::chrono::steady_clock::now();
         const std::size_t index = history_.size();
         const std::vector<std::size_t> chosen = step_examples(index);
-        adapter_.zero_grad();
+        if (adapter_) adapter_->zero_grad();
+        else model_.zero_base_gradients();
         StepRecord rec;
         rec.step = index + 1;
         rec.lr = config_.schedule().at(index);
@@ -185,6 +195,7 @@ class Trainer {
                                 " is not finite (loss " + std::to_string(rec.loss) + ", gradient norm " + std::to_string(rec.grad_norm) +
                                 "); the adapter was not updated by this step");
         optimizer_.step(rec.lr);
+        refresh_fake_quantization();
         rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         history_.push_back(rec);
         return rec;
@@ -253,6 +264,7 @@ class Trainer {
             read_into(params[k].name + ".adam_v", optimizer_.second_moment(k).data(), params[k].size);
         }
         optimizer_.set_steps(history.size());
+        refresh_fake_quantization();  // QAT: the layers compute with the restored masters
         history_ = std::move(history);
         reference_.clear();
         if (const gguf::TensorInfo* t = file.find_tensor("dpo.reference_logp")) {
@@ -298,10 +310,27 @@ class Trainer {
                                std::to_string(context_) + ")");
     }
 
+    /// What is trained (the checkpoint's "qsafe.train.adapter"): the LoRA adapter's shape, or the QAT rules.
     std::string adapter_signature() const {
-        std::string s = "rank=" + std::to_string(adapter_.rank()) + " alpha=" + std::to_string(adapter_.alpha());
-        for (const auto& p : adapter_.pairs()) s += " " + p.tensor;
+        if (!adapter_) return qat_signature_;
+        std::string s = "rank=" + std::to_string(adapter_->rank()) + " alpha=" + std::to_string(adapter_->alpha());
+        for (const auto& p : adapter_->pairs()) s += " " + p.tensor;
         return s;
+    }
+
+    static TrainableOptions with_full_gradients(TrainableOptions o) {
+        o.full_gradients = true;
+        return o;
+    }
+    static int check_no_dropout(const TrainerConfig& c) {
+        if (c.lora_dropout > 0.0f) throw config_error("training: LoRA dropout has no meaning in quantization-aware training (no adapter)");
+        return 0;
+    }
+    /// QAT: the layers compute with the fake-quantized values of the masters the optimizer just changed.
+    void refresh_fake_quantization() {
+        if (!qat_) return;
+        qat_->fake_quantize();
+        model_.refresh_weight_caches();
     }
 
     void set_dropout_for(std::size_t step, std::size_t micro) {
@@ -371,10 +400,12 @@ class Trainer {
     }
 
     TrainerConfig config_;
-    LoraAdapter& adapter_;
+    LoraAdapter* adapter_ = nullptr;      // LoRA training, or
+    FakeQuantizedLlama* qat_ = nullptr;   // quantization-aware training
     TrainableLlama model_;
     AdamW optimizer_;
     std::size_t context_ = 0;
+    std::string qat_signature_;
     std::vector<MaskedSequence> examples_;
     std::vector<PreferenceTriple> triples_;
     std::vector<double> reference_;  // chosen, rejected per triple
