@@ -3,7 +3,8 @@
 # scripts/align.sh when missing), one RTN variant (default int3-g128-asym; PATCH_SCHEME=int2-g64-asym ...),
 # the same variant patched with `qsafe patch`, and — at the same bits per weight — the variant with the same
 # share of weights kept in fp16 by the data-free magnitude and Wanda choices; all evaluated on every
-# HarmBench-test prompt (never trained on) and on XSTest (over-refusal), with WikiText-2 perplexity.
+# HarmBench-test and JailbreakBench prompt (never trained on: the split keeps them out), with WikiText-2
+# perplexity.
 # Every step skips what already exists and the evaluation resumes its journal.
 #   bash scripts/patch_experiment.sh [output folder, default results/patch-experiment]
 # Environment: QSAFE (the qsafe binary, default build/release/bin/qsafe), QSAFE_THREADS (default 2),
@@ -33,7 +34,7 @@ quantize "$scheme-wanda" --protect wanda --protect-fraction "blk.*=$fraction" --
 [ -f "$out/$scheme-patched.gguf" ] || "$qsafe" patch -t "$threads" -m "$aligned" --variant "$out/$scheme.gguf" \
   --mask-fraction "$fraction" --out "$out/patch-$scheme" -o "$out/$scheme-patched.gguf" ${PATCH_ARGS:-}
 
-"$qsafe" eval -t "$threads" -m "$aligned" -d harmbench-test,xstest --max-new-tokens 64 --quality-windows 16 --resume \
+"$qsafe" eval -t "$threads" -m "$aligned" -d harmbench-test,jailbreakbench --max-new-tokens 48 --quality-windows 16 --resume \
   --variants "fp,$out/$scheme.gguf,$out/$scheme-patched.gguf,$out/$scheme-magnitude.gguf,$out/$scheme-wanda.gguf" \
   --out "$out/eval-$scheme"
 echo "report: $out/eval-$scheme/report.md"

@@ -124,7 +124,7 @@ inline LlamaWeights patched_dense(const LlamaWeights& model, const train::LoraAd
 }
 
 struct PatchFold {
-    std::size_t tensors = 0;        // layers that received patched weights
+    std::size_t tensors = 0;        // quantized layers that received fp16 patched weights (fp32 layers take them in place)
     std::size_t patched = 0;        // masked entries written
     std::size_t protected_total = 0;  // fp16 entries in those layers after the fold (earlier protection included)
     std::size_t added_bytes = 0;    // storage the fold added
@@ -145,6 +145,11 @@ inline PatchFold fold_patch(LlamaWeights& model, const train::LoraAdapter& adapt
         const std::vector<float> delta = p.masked_deltas(adapter.scale());
         for (std::size_t i = 0; i < p.mask->rows; ++i)
             for (std::uint32_t e = p.mask->row_ptr[i]; e < p.mask->row_ptr[i + 1]; ++e) w(static_cast<Eigen::Index>(i), p.mask->col[e]) += delta[e];
+        fold.patched += p.mask->count();
+        if (dynamic_cast<DenseLinear*>(slot.get())) {  // an fp32 layer takes the patched values as they are
+            slot = std::make_unique<DenseLinear>(std::move(w));
+            continue;
+        }
         std::vector<std::size_t> keep = p.mask->indices();
         std::unique_ptr<QuantizedLinear> base;
         if (auto* guarded = dynamic_cast<ProtectedLinear*>(slot.get())) {
@@ -161,7 +166,6 @@ inline PatchFold fold_patch(LlamaWeights& model, const train::LoraAdapter& adapt
         fold.protected_total += store.count();
         slot = std::make_unique<ProtectedLinear>(std::move(base), std::move(store), spec.to_string(), "patched weights of '" + p.tensor + "'");
         fold.added_bytes += slot->storage_bytes() - before;
-        fold.patched += p.mask->count();
         ++fold.tensors;
     }
     return fold;
