@@ -12,12 +12,10 @@
 //      patch.json reports the set, the masks, the bits per weight before and after, and the training curve.
 // A rerun with the same settings continues from the last checkpoint (safety/safety_patch.hpp's run_safety_patch).
 #include <algorithm>
+#include <cctype>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,7 +26,6 @@
 #include "qsafe/common.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
 #include "qsafe/io/atomic_write.hpp"
-#include "qsafe/io/gguf_writer.hpp"
 #include "qsafe/ptq/model_file.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 #include "qsafe/safety/protection.hpp"
