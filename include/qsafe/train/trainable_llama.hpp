@@ -134,9 +134,14 @@ class TrainableLlama {
     /// (all positions when `want` is empty), log P(token[p] | tokens before p); other entries 0.
     std::vector<double> forward(const TrainBatch& batch, std::span<const std::uint8_t> want = {}, bool for_backward = true) {
         check_batch(batch);
-        if (adapter_) adapter_->check_fits(w_, "LoRA adapter");  // a mask may have been set since construction
-        for (Slot& s : slots_)
-            if (s.lora && s.lora->mask) s.masked_delta = s.lora->masked_deltas(adapter_->scale());
+        // Masks may have been set or replaced since construction (safety patching re-identifies them).
+        for (Slot& s : slots_) {
+            if (!s.lora || !s.lora->mask) continue;
+            if (s.lora->mask->rows != s.base->rows() || s.lora->mask->cols != s.base->cols())
+                throw shape_error("LoRA adapter: the weight mask of '" + s.name + "' is " + std::to_string(s.lora->mask->rows) + "x" +
+                                  std::to_string(s.lora->mask->cols) + ", the layer " + std::to_string(s.base->rows()) + "x" + std::to_string(s.base->cols()));
+            s.masked_delta = s.lora->masked_deltas(adapter_->scale());
+        }
         batch_ = batch;
         rows_.clear();
         for (std::size_t s = 0; s < batch.sequences; ++s)
@@ -409,21 +414,17 @@ class TrainableLlama {
         for (std::size_t i = 0; i < m.rows; ++i)
             for (std::uint32_t e = m.row_ptr[i]; e < m.row_ptr[i + 1]; ++e)
                 p.grad_a.col(m.col[e]) += (scale * g[e]) * p.b.row(static_cast<Eigen::Index>(i)).transpose();
-        RowMatrixF dxa = RowMatrixF::Zero(dy.rows(), static_cast<Eigen::Index>(m.cols));
         for_row_blocks(static_cast<std::size_t>(dy.rows()), [&](Eigen::Index r0, Eigen::Index rn) {
-            for (Eigen::Index t = r0; t < r0 + rn; ++t) {
-                const float* dyr = dy.row(t).data();
-                float* out = dxa.row(t).data();
+            RowMatrixF block = RowMatrixF::Zero(rn, static_cast<Eigen::Index>(m.cols));
+            for (Eigen::Index t = 0; t < rn; ++t) {
+                const float* dyr = dy.row(r0 + t).data();
+                float* out = block.row(t).data();
                 for (std::size_t i = 0; i < m.rows; ++i)
                     for (std::uint32_t e = m.row_ptr[i]; e < m.row_ptr[i + 1]; ++e) out[m.col[e]] += delta[e] * dyr[i];
             }
-            if (dropout_ > 0.0f) {
-                RowMatrixF block = dxa.middleRows(r0, rn);
-                mask_rows(slot_index, block, static_cast<std::size_t>(r0));
-                dxa.middleRows(r0, rn) = block;
-            }
+            if (dropout_ > 0.0f) mask_rows(slot_index, block, static_cast<std::size_t>(r0));
+            dx.middleRows(r0, rn) += block;
         });
-        add_into(dx, dxa);
     }
 
     /// out = dropout(in) with this slot's masks (kept elements scaled by 1 / (1 − p)).

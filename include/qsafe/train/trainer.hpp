@@ -115,8 +115,10 @@ class Trainer {
     /// optimizer step the layers are fake-quantized again from the masters (scales re-fitted).
     Trainer(LlamaWeights& base, FakeQuantizedLlama& qat, TrainerConfig config, TrainableOptions options = {})
         : config_(std::move(config)), qat_(&qat), model_(base, nullptr, with_full_gradients(options)),
-          optimizer_((config_.validate(), check_no_dropout(config_), qat.parameters(model_)), config_.adamw),
-          context_(base.config.context_length), qat_signature_(qat.signature()) {}
+          optimizer_((config_.validate(), qat.parameters(model_)), config_.adamw), context_(base.config.context_length),
+          qat_signature_(qat.signature()) {
+        if (config_.lora_dropout > 0.0f) throw config_error("training: LoRA dropout has no meaning in quantization-aware training (no adapter)");
+    }
 
     const TrainerConfig& config() const noexcept { return config_; }
     std::size_t steps_done() const noexcept { return history_.size(); }
@@ -321,10 +323,6 @@ class Trainer {
     static TrainableOptions with_full_gradients(TrainableOptions o) {
         o.full_gradients = true;
         return o;
-    }
-    static int check_no_dropout(const TrainerConfig& c) {
-        if (c.lora_dropout > 0.0f) throw config_error("training: LoRA dropout has no meaning in quantization-aware training (no adapter)");
-        return 0;
     }
     /// QAT: the layers compute with the fake-quantized values of the masters the optimizer just changed.
     void refresh_fake_quantization() {
