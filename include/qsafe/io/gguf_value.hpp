@@ -52,6 +52,8 @@ struct Array {
     ValueType element_type = ValueType::UINT8;
     std::vector<Value> items;
 };
+// Defined after Value (it compares Values); declared here so that Value's operator== finds it (clang requires it).
+inline bool operator==(const Array& a, const Array& b);
 
 namespace detail {
 // Alternative order == GGUF type id.
