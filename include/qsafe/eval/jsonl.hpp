@@ -43,6 +43,8 @@ inline std::vector<JsonRecord> parse_jsonl(std::string_view text, const std::str
             // e.byte is the 1-based offset within the line, i.e. the column.
             throw format_error(source + ":" + std::to_string(line) + ":" + std::to_string(e.byte) + ": invalid JSON (" +
                                e.what() + ")");
+        } catch (const nlohmann::json::out_of_range& e) {  // a number too large for a double ("1e999")
+            throw format_error(source + ":" + std::to_string(line) + ": invalid JSON (" + e.what() + ")");
         }
         if (!value.is_object())
             throw format_error(source + ":" + std::to_string(line) + ": expected a JSON object, found " + value.type_name());
@@ -74,6 +76,8 @@ inline std::vector<JsonRecord> parse_json_array(std::string_view text, const std
         const TextPosition p = position_of(text, e.byte == 0 ? 0 : e.byte - 1);
         throw format_error(source + ":" + std::to_string(p.line) + ":" + std::to_string(p.column) + ": invalid JSON (" +
                            e.what() + ")");
+    } catch (const nlohmann::json::out_of_range& e) {  // a number too large for a double ("1e999")
+        throw format_error(source + ": invalid JSON (" + e.what() + ")");
     }
     const nlohmann::json::json_pointer ptr(pointer);
     if (!doc.contains(ptr) || !doc.at(ptr).is_array())
