@@ -112,8 +112,13 @@ inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::strin
         return j.contains(key) && !j.at(key).is_null() ? count(key, j.at(key)) : fallback;
     };
     std::string arch = "LlamaForCausalLM";
-    if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
-        arch = j["architectures"][0].get<std::string>();
+    if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty()) {
+        const nlohmann::json& first = j["architectures"][0];
+        if (!first.is_string())
+            throw format_error(source + ": 'architectures' must list strings, but its first entry is " +
+                               std::string(first.type_name()));
+        arch = first.get<std::string>();
+    }
     if (arch == "LlamaForCausalLM") c.architecture = "llama";
     else if (arch == "MistralForCausalLM") c.architecture = "mistral";
     else if (arch == "Qwen2ForCausalLM") c.architecture = "qwen2";
