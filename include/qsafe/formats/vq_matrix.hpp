@@ -169,6 +169,18 @@ inline VqMatrix deserialize_vq_matrix(std::span<const std::byte> bytes, const st
     if (expected && !(shape == *expected))
         in.fail("stored as d=" + std::to_string(shape.dim) + " with " + std::to_string(shape.books) + " codebooks, expected d=" +
                 std::to_string(expected->dim) + " with " + std::to_string(expected->books));
+    // The arrays the shape implies must be in the bytes before anything that size is allocated: a few corrupted
+    // shape bytes must not make a small file ask for gigabytes (rows * cols <= 2^40: no overflow below).
+    {
+        const std::size_t r = static_cast<std::size_t>(rows), c = static_cast<std::size_t>(cols);
+        const std::size_t implied = detail::vq_tiles(r) * vq_row_tile * detail::vq_positions(c, shape.dim) * shape.books +
+                                    (r + c) * sizeof(fp16_t) + shape.books * vq_codebook_entries * shape.dim * sizeof(fp16_t) +
+                                    (r + 1) * sizeof(std::uint32_t);
+        if (implied > in.remaining())
+            in.fail("shape " + std::to_string(rows) + "x" + std::to_string(cols) + " needs " + std::to_string(implied) +
+                    " bytes of scales, codebooks, codes and outlier row pointers, but only " +
+                    std::to_string(in.remaining()) + " bytes follow");
+    }
     VqMatrix m = VqMatrix::allocate(static_cast<std::size_t>(rows), static_cast<std::size_t>(cols), shape);
     const auto load = [&](auto& array, const char* what) {
         const std::size_t want = array.size();
