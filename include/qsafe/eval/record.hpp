@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -91,6 +92,17 @@ const J& json_member(const J& j, const char* key, const char* what) {
 template <class T, JsonValue J>
 T json_get(const J& j, const char* key, const char* what) {
     const J& value = json_member(j, key, what);
+    if constexpr (std::integral<T> && !std::same_as<T, bool>) {
+        // nlohmann converts a float to an integer with a plain cast (undefined behaviour for 1e30) and wraps
+        // out-of-range integers: an integer field must hold an integer that fits.
+        const bool fits = value.is_number_unsigned() ? std::in_range<T>(value.template get<std::uint64_t>())
+                          : value.is_number_integer() ? std::in_range<T>(value.template get<std::int64_t>())
+                                                      : false;
+        if (!fits)
+            throw format_error(std::string(what) + ": key '" + key + "' must be an integer that fits " +
+                               (std::is_signed_v<T> ? "a signed " : "an unsigned ") + std::to_string(sizeof(T) * 8) +
+                               "-bit type, not " + (value.is_number() ? value.dump() : std::string(value.type_name())));
+    }
     try {
         return value.template get<T>();
     } catch (const nlohmann::json::exception&) {

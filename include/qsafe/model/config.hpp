@@ -146,7 +146,11 @@ inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::strin
                 s.factor = rs.value("factor", 8.0f);
                 s.low_freq_factor = rs.value("low_freq_factor", 1.0f);
                 s.high_freq_factor = rs.value("high_freq_factor", 4.0f);
-                s.original_context_length = rs.value("original_max_position_embeddings", std::size_t{8192});
+                // a count, not value<std::size_t>(): that would cast 1e30 (undefined behaviour) or wrap -1
+                const auto original = rs.find("original_max_position_embeddings");
+                s.original_context_length = original != rs.end() && !original->is_null()
+                                                ? count("rope_scaling.original_max_position_embeddings", *original)
+                                                : std::size_t{8192};
                 c.rope_scaling = s;
             } else if (!type.empty() && type != "default") {
                 throw format_error(source + ": rope_scaling type '" + type + "' is not supported");
