@@ -113,11 +113,19 @@ inline TokenizerSpec spec_from_tokenizer_json(const nlohmann::json& tok, const n
             if (texts.size() <= static_cast<std::size_t>(id)) texts.resize(static_cast<std::size_t>(id) + 1);
             texts[static_cast<std::size_t>(id)] = text;
         };
-        for (const auto& [text, id] : model.at("vocab").items()) place(id.get<std::int64_t>(), text, "model.vocab");
+        // Ids are integers (nlohmann would cast a float such as 1e30 to an integer: undefined behaviour).
+        const auto token_id = [&](const Json& id, const std::string& text, const char* key) -> std::int64_t {
+            if (!id.is_number_integer())
+                throw format_error(origin + ": " + key + ": token '" + text + "' has id " + id.dump() + ", not an integer");
+            return id.get<std::int64_t>();
+        };
+        for (const auto& [text, id] : model.at("vocab").items()) place(token_id(id, text, "model.vocab"), text, "model.vocab");
         std::vector<std::pair<std::size_t, bool>> added;  // id, special
         for (const Json& a : added_tokens) {
-            place(a.at("id").get<std::int64_t>(), a.at("content").get<std::string>(), "added_tokens");
-            added.emplace_back(a.at("id").get<std::size_t>(), a.value("special", false));
+            const std::string content = a.at("content").get<std::string>();
+            const std::int64_t id = token_id(a.at("id"), content, "added_tokens");
+            place(id, content, "added_tokens");
+            added.emplace_back(static_cast<std::size_t>(id), a.value("special", false));
         }
         spec.tokens.reserve(texts.size());
         for (std::size_t i = 0; i < texts.size(); ++i) {
