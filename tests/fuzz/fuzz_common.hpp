@@ -81,6 +81,16 @@ inline Split split_input(const std::uint8_t* data, std::size_t size) {
     return {{p, first}, {p + first, rest - first}};
 }
 
+/// With QSAFE_FUZZ_VERBOSE=1 in the environment, prints the qsafe error an input ended with (to check that
+/// seeds load, e.g. `QSAFE_FUZZ_VERBOSE=1 build/fuzz/tests/fuzz/fuzz_gguf build/fuzz/corpus/gguf/*`).
+inline void rejected(const qsafe::error& e) {
+    static const bool verbose = [] {
+        const char* v = std::getenv("QSAFE_FUZZ_VERBOSE");
+        return v != nullptr && *v != '\0' && *v != '0';
+    }();
+    if (verbose) std::fprintf(stderr, "qsafe error: %s\n", e.what());
+}
+
 /// Keeps a computed value alive so the optimiser cannot drop the work that produced it.
 template <class T>
 inline void consume(const T& value) {

@@ -59,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             const std::string& pointer = all[data[1] % all.size()];
             map_all(records_from_json(read_json_array(path, pointer), path.string()));
         }
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }

@@ -55,7 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     try {
         const auto file = qsafe::gguf::File::open(path);
         exercise(file);
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }

@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         qsafe_fuzz::consume(qsafe::eval::describe_config_differences(contents.config, other));
         auto journal = qsafe::eval::Journal::open(path, contents.config, qsafe::eval::JournalMode::resume);
         qsafe_fuzz::consume(journal);
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }

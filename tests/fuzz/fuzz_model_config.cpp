@@ -52,7 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             const qsafe::SafetensorsTensorSource source(ckpt, config, qsafe_fuzz::scratch_dir().string());
             check(qsafe::load_llama_weights(config, source, dense));
         }
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }

@@ -56,7 +56,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             const auto index = qsafe_fuzz::write_file("model.safetensors.index.json", parts.first);
             read_all(qsafe::safetensors::Checkpoint::open(index));
         }
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }

@@ -86,7 +86,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         } else {
             chat_template(input);
         }
-    } catch (const qsafe::error&) {
+    } catch (const qsafe::error& e) {
+        qsafe_fuzz::rejected(e);
     }
     return 0;
 }
