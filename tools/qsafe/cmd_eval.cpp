@@ -140,6 +140,10 @@ void add_eval_command(CLI::App& app) {
         auto journal = qsafe::eval::Journal::open(std::filesystem::path(a.out) / "journal.jsonl", config,
                                                   a.resume ? qsafe::eval::JournalMode::resume : qsafe::eval::JournalMode::start_new);
         std::fprintf(stderr, "[journal %s: %zu finished rows]\n", journal.path().c_str(), journal.records().size());
+        if (journal.discarded_tail_bytes() > 0)
+            std::fprintf(stderr, "eval: %s: dropped the unfinished last line (%llu bytes) an interrupted run left; "
+                         "every complete row is kept, and the dropped one is answered again\n", journal.path().c_str(),
+                         static_cast<unsigned long long>(journal.discarded_tail_bytes()));
 
         using Eval = qsafe::eval::Evaluator<qsafe::eval::LlamaChatModel, qsafe::eval::PromptDataset, qsafe::eval::AnyJudge>;
         Eval evaluator(journal, *judge, a.decoding, "fp");

@@ -59,6 +59,11 @@ void add_generate_command(CLI::App& app) {
                 ids.push_back(m.tokenizer.encode(m.chat_template.format(msgs), {.add_bos = std::nullopt, .parse_special = true}));
             }
         }
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            if (ids[i].size() >= m.model.config().context_length)
+                throw qsafe::config_error("prompt " + std::to_string(i + 1) + " is " + std::to_string(ids[i].size()) +
+                                          " tokens, which leaves no room for an answer in the context of " + m.source + " (" +
+                                          std::to_string(m.model.config().context_length) + " tokens)");
         qsafe::GenerationStats stats;
         const auto results = qsafe::generate(m.model, m.tokenizer, ids, a.gen, &stats);
         for (std::size_t i = 0; i < results.size(); ++i) {
@@ -66,6 +71,12 @@ void add_generate_command(CLI::App& app) {
             std::printf("%s\n", results[i].text.c_str());
             if (results.size() > 1) std::printf("\n");
         }
+        // An answer cut by the context, not by --max-tokens, is shorter than asked: say so.
+        for (std::size_t i = 0; i < results.size(); ++i)
+            if (results[i].stop == qsafe::StopReason::context_full)
+                std::fprintf(stderr, "generate: answer %zu stopped at the model's context length %zu (prompt %zu + %zu generated tokens), "
+                             "before --max-tokens %zu\n", i + 1, m.model.config().context_length, ids[i].size(),
+                             results[i].tokens.size(), a.gen.max_new_tokens);
         if (!a.json.empty()) {
             nlohmann::ordered_json out = nlohmann::ordered_json::array();
             for (std::size_t i = 0; i < results.size(); ++i)

@@ -147,7 +147,11 @@ std::vector<std::vector<std::int32_t>> calibration_samples(const qsafe::LoadedMo
         const std::filesystem::path path = opt.source == "wikitext2" ? wikitext2_path("--calib wikitext2") : std::filesystem::path(opt.source);
         std::string text = read_text_file(path);
         const auto tokens = fp.tokenizer.encode(text, {.add_bos = false, .parse_special = false});
-        samples = qsafe::text_samples(tokens, opt.samples);
+        try {
+            samples = qsafe::text_samples(tokens, opt.samples);
+        } catch (const qsafe::config_error& e) {
+            throw qsafe::config_error(path.string() + ": " + e.what() + " (--calib-len shortens the windows)");
+        }
     }
     return samples;
 }

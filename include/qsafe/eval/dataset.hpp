@@ -131,6 +131,8 @@ inline std::string json_field_text(const nlohmann::json& v) {
 }  // namespace detail
 
 inline TableRecords records_from_csv(const CsvTable& t) {
+    // Records are keyed by column name: of two columns with one name, one would vanish without a word.
+    for (const auto& name : t.header) (void)t.column(name);
     TableRecords raw{t.source, t.header, {}, t.row_lines};
     for (const auto& row : t.rows) {
         auto& out = raw.rows.emplace_back();

@@ -61,6 +61,11 @@ class LlamaChatModel {
 
     void respond(std::span<const PromptRow> rows, const DecodingOptions& d,
                  const std::function<void(std::size_t, const GeneratedResponse&)>& on_done) {
+        // Answers would all be cut by the context instead of by the limit, and judged on what fits.
+        const std::size_t context = m_.model.config().context_length;
+        if (d.max_new_tokens >= context)
+            throw config_error(m_.source + ": " + std::to_string(d.max_new_tokens) + " new tokens per answer (--max-new-tokens) " +
+                               "leave no room for a prompt in the model's context of " + std::to_string(context) + " tokens");
         std::vector<std::vector<std::int32_t>> prompts;
         prompts.reserve(rows.size());
         for (const auto& row : rows) {
@@ -68,6 +73,10 @@ class LlamaChatModel {
             if (!d.system_prompt.empty()) turns.push_back({"system", d.system_prompt});
             turns.push_back({"user", row.prompt});
             prompts.push_back(m_.tokenizer.encode(m_.chat_template.format(turns), {.parse_special = true}));
+            if (prompts.back().size() >= context)
+                throw config_error(m_.source + ": prompt '" + row.id + "' is " + std::to_string(prompts.back().size()) +
+                                   " tokens as a chat turn, which leaves no room for an answer in the model's context of " +
+                                   std::to_string(context) + " tokens");
         }
         GenerationOptions g;
         g.max_new_tokens = d.max_new_tokens;

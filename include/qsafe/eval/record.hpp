@@ -110,6 +110,26 @@ T json_get(const J& j, const char* key, const char* what) {
     }
 }
 
+/// A count: a non-negative integer (get<std::size_t>() alone would turn -5 into 2^64 - 5).
+template <JsonValue J>
+std::size_t json_get_count(const J& j, const char* key, const char* what) {
+    const J& value = json_member(j, key, what);
+    if (value.is_number_unsigned() || (value.is_number_integer() && value.template get<long long>() >= 0))
+        return value.template get<std::size_t>();
+    throw format_error(std::string(what) + ": key '" + key + "' must be a non-negative integer, not " +
+                       (value.is_number() ? value.dump() : std::string(value.type_name())));
+}
+
+/// A finite number in [lo, hi].
+template <JsonValue J>
+double json_get_in_range(const J& j, const char* key, const char* what, double lo, double hi) {
+    const double v = json_get<double>(j, key, what);
+    if (!(v >= lo && v <= hi))
+        throw format_error(std::string(what) + ": key '" + key + "' is " + json_member(j, key, what).dump() + ", outside [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v;
+}
+
 /// Missing keys and null both mean "absent", so older or hand-written files stay readable.
 template <class T, JsonValue J>
 std::optional<T> json_get_optional(const J& j, const char* key, const char* what) {
@@ -166,12 +186,19 @@ void from_json(const J& j, ResponseRecord& r) {
     r.response = json_get<std::string>(j, "response", what);
     r.verdict = detail::json_get_enum<Verdict>(j, "verdict", what, parse_verdict);
     r.judge_reason = json_get<std::string>(j, "judge_reason", what);
-    r.prompt_tokens = json_get<std::size_t>(j, "prompt_tokens", what);
-    r.response_tokens = json_get<std::size_t>(j, "response_tokens", what);
+    // Impossible values are refused, not carried into the rates: a journal is also a file from elsewhere.
+    r.prompt_tokens = detail::json_get_count(j, "prompt_tokens", what);
+    r.response_tokens = detail::json_get_count(j, "response_tokens", what);
     r.stop = detail::json_get_enum<StopReason>(j, "stop", what, parse_stop_reason);
-    r.seconds = json_get<double>(j, "seconds", what);
-    r.identical_prefix_tokens = detail::json_get_optional<std::size_t>(j, "identical_prefix_tokens", what);
-    r.similarity = detail::json_get_optional<double>(j, "similarity", what);
+    r.seconds = detail::json_get_in_range(j, "seconds", what, 0.0, 1e9);
+    if (const auto it = j.find("identical_prefix_tokens"); it != j.end() && !it->is_null())
+        r.identical_prefix_tokens = detail::json_get_count(j, "identical_prefix_tokens", what);
+    else
+        r.identical_prefix_tokens.reset();
+    if (const auto it = j.find("similarity"); it != j.end() && !it->is_null())
+        r.similarity = detail::json_get_in_range(j, "similarity", what, 0.0, 1.0);
+    else
+        r.similarity.reset();
 }
 
 template <JsonValue J>

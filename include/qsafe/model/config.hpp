@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -40,6 +41,17 @@ struct LlamaConfig {
     bool qkv_bias = false;  // Qwen2 adds biases to the q, k and v projections
     std::optional<Llama3RopeScaling> rope_scaling;
 
+    /// The head dimension when the file does not state it: the width split evenly over the heads. A width the
+    /// heads do not divide is refused here, where the cause is known, rather than as a tensor shape later.
+    static std::size_t implied_head_dim(std::size_t width, std::size_t heads, const std::string& source, std::string_view key) {
+        if (heads == 0) return 0;  // validate() names the zero head count
+        if (width % heads != 0)
+            throw format_error(source + ": invalid model config: model width " + std::to_string(width) +
+                               " is not a multiple of the head count " + std::to_string(heads) + " (and no '" +
+                               std::string(key) + "' gives the head dimension)");
+        return width / heads;
+    }
+
     /// Larger than any real model's dimension (layers, width, heads, vocabulary, context): a file claiming more
     /// is corrupt, and is refused before anything is sized by it.
     static constexpr std::size_t max_dimension = std::size_t{1} << 24;
@@ -48,6 +60,8 @@ struct LlamaConfig {
         auto fail = [&](const std::string& what) { throw format_error(source + ": invalid model config: " + what); };
         if (n_layers == 0 || d_model == 0 || n_heads == 0 || n_kv_heads == 0 || d_ff == 0 || vocab_size == 0)
             fail("a dimension is zero");
+        // A zero context would only surface as "sequence exceeds the context length 0" at the first prompt.
+        if (context_length == 0) fail("context length is zero");
         const std::pair<const char*, std::size_t> dimensions[] = {
             {"layer count", n_layers}, {"model width", d_model},  {"head count", n_heads},
             {"KV head count", n_kv_heads}, {"head dimension", head_dim}, {"feed-forward width", d_ff},
@@ -78,7 +92,8 @@ inline LlamaConfig config_from_gguf(const gguf::File& file) {
     c.n_kv_heads = file.get_optional<std::size_t>(a + "attention.head_count_kv").value_or(c.n_heads);
     c.d_ff = file.get<std::size_t>(a + "feed_forward_length");
     c.context_length = file.get_optional<std::size_t>(a + "context_length").value_or(2048);
-    c.head_dim = file.get_optional<std::size_t>(a + "attention.key_length").value_or(c.n_heads ? c.d_model / c.n_heads : 0);
+    if (const auto key_length = file.get_optional<std::size_t>(a + "attention.key_length")) c.head_dim = *key_length;
+    else c.head_dim = LlamaConfig::implied_head_dim(c.d_model, c.n_heads, file.path().string(), a + "attention.key_length");
     c.rope_dim = file.get_optional<std::size_t>(a + "rope.dimension_count").value_or(c.head_dim);
     c.rope_theta = file.get_optional<float>(a + "rope.freq_base").value_or(10000.0f);
     c.norm_eps = file.get_optional<float>(a + "attention.layer_norm_rms_epsilon").value_or(1e-5f);
@@ -131,8 +146,9 @@ inline LlamaConfig config_from_hf_json(const nlohmann::json& j, const std::strin
         c.d_ff = count("intermediate_size", need("intermediate_size"));
         c.vocab_size = count("vocab_size", need("vocab_size"));
         c.context_length = optional_count("max_position_embeddings", 2048);
-        // Zero heads: validate() names it below, instead of a division by zero here.
-        c.head_dim = optional_count("head_dim", c.n_heads ? c.d_model / c.n_heads : 0);
+        c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null()
+                         ? count("head_dim", j["head_dim"])
+                         : LlamaConfig::implied_head_dim(c.d_model, c.n_heads, source, "head_dim");
         c.rope_dim = c.head_dim;
         c.rope_theta = j.value("rope_theta", 10000.0f);
         c.norm_eps = j.value("rms_norm_eps", 1e-5f);

@@ -42,9 +42,26 @@ struct LoadedModel {
 namespace detail {
 inline tokenizer::ChatTemplate chat_template_for(const std::optional<std::string>& jinja, const std::string& override_name,
                                                  const std::string& source) {
-    if (jinja) return tokenizer::ChatTemplate::from_jinja(*jinja, override_name);
+    if (jinja) {
+        try {
+            return tokenizer::ChatTemplate::from_jinja(*jinja, override_name);
+        } catch (const config_error& e) {
+            // The template comes from the model's files: say which model, and how to choose a format.
+            throw config_error(source + ": " + e.what() + " (--chat-template chatml, llama2, mistral or llama3)");
+        }
+    }
     if (!override_name.empty()) return tokenizer::ChatTemplate::from_jinja("", override_name);
     throw config_error(source + ": the model has no chat template; choose one by name (--chat-template)");
+}
+
+/// Every token id the tokenizer can produce must have a row in the embedding (which the loader has checked
+/// against config.vocab_size): a larger vocabulary would read past the embedding. A smaller one is fine
+/// (embeddings padded to a multiple of 64 or 128 are common).
+inline void check_vocabulary_fits(std::size_t tokenizer_size, const LlamaConfig& config, const std::string& source) {
+    if (tokenizer_size > config.vocab_size)
+        throw format_error(source + ": the tokenizer has " + std::to_string(tokenizer_size) + " tokens, but the embedding has rows for " +
+                           std::to_string(config.vocab_size) + " (token ids from " + std::to_string(config.vocab_size) +
+                           " on would read past it)");
 }
 }  // namespace detail
 
@@ -57,6 +74,7 @@ inline LoadedModel load_model(const std::filesystem::path& path, const LoadOptio
         const auto ckpt = safetensors::Checkpoint::open(path);
         const SafetensorsTensorSource source(ckpt, config, path.string());
         auto spec = tokenizer::spec_from_tokenizer_json(path / "tokenizer.json");
+        detail::check_vocabulary_fits(spec.tokens.size(), config, (path / "tokenizer.json").string());
         std::optional<std::string> jinja;
         if (const auto tc = path / "tokenizer_config.json"; std::filesystem::exists(tc)) {
             const auto j = tokenizer::detail::parse_json_file(tc);
@@ -70,9 +88,11 @@ inline LoadedModel load_model(const std::filesystem::path& path, const LoadOptio
     const auto file = gguf::File::open(path);
     const LlamaConfig config = config_from_gguf(file);
     const GgufTensorSource source(file, options.ggml_block_layers);
+    auto spec = tokenizer::spec_from_gguf(file);
+    detail::check_vocabulary_fits(spec.tokens.size(), config, file.path().string() + ": tokenizer.ggml.tokens");
     return LoadedModel{path.string(), file.get_optional<std::string>("general.name").value_or(path.stem().string()),
                        LlamaModel(load_llama_weights(config, source, options.build_linear)),
-                       tokenizer::Tokenizer(tokenizer::spec_from_gguf(file)),
+                       tokenizer::Tokenizer(std::move(spec)),
                        detail::chat_template_for(file.get_optional<std::string>("tokenizer.chat_template"),
                                                  options.chat_template_override, path.string())};
 }

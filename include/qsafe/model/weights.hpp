@@ -5,8 +5,10 @@
 // onto that convention on load (names, and the q/k row permutation that GGUF's interleaved RoPE expects).
 // A linear layer stored as Q4_0 / Q8_0 can load as int4-g32-sym / int8-g32-sym, the same values without
 // re-quantization (formats/ggml_equivalent.hpp): always in a qsafe quantized file, on request in any GGUF.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -18,6 +20,7 @@
 
 #include "qsafe/core/error.hpp"
 #include "qsafe/core/matrix_view.hpp"
+#include "qsafe/core/memory_limit.hpp"
 #include "qsafe/formats/ggml_equivalent.hpp"
 #include "qsafe/io/gguf.hpp"
 #include "qsafe/io/safetensors.hpp"
@@ -272,6 +275,15 @@ inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSo
                                norm + "' is missing");
     }
     const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
+    // What loading allocates whatever the builder makes of the layers: the token embedding in fp32, and the
+    // largest linear layer as fp32 while it is built (every dimension is at most 2^24: no overflow).
+    {
+        const std::uint64_t largest = std::max({std::uint64_t{q_dim} * d, std::uint64_t{config.d_ff} * d,
+                                                std::uint64_t{config.vocab_size} * d});
+        require_memory(4 * (std::uint64_t{config.vocab_size} * d + largest), source.describe(),
+                       "the fp32 token embedding (" + std::to_string(config.vocab_size) + " x " + std::to_string(d) +
+                           ") and the largest layer as fp32 while it is built");
+    }
     w.token_embedding = source.matrix("token_embd.weight", config.vocab_size, d);
     auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) -> std::unique_ptr<QuantizedLinear> {
         if (auto stored = source.stored_linear(name)) {

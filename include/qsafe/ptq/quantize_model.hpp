@@ -159,6 +159,18 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
     const LinearInputStats* st = stats ? stats->for_tensor(name) : nullptr;
     VectorF importance, column_scores;
     const bool data_free = !ptq_method_needs_calibration(opt.method);
+    // A calibrated method without statistics for this layer would quietly be RTN while the file says
+    // otherwise: refuse, naming the tensor.
+    if (!data_free && scheme != "fp32") {
+        if (!stats)
+            throw config_error(std::string("method ") + ptq_method_name(opt.method) + " needs calibration statistics (tensor '" + name + "')");
+        try {
+            st = &stats->require(name);
+        } catch (const config_error& e) {
+            throw config_error(std::string("method ") + ptq_method_name(opt.method) + ": " + e.what() + " (" +
+                               (stats->description.empty() ? std::string("statistics without a description") : stats->description) + ")");
+        }
+    }
     if (st && st->tokens > 0 && opt.use_importance && !data_free) {
         importance = st->mean_sq();
         o.importance = {importance.data(), static_cast<std::size_t>(importance.size())};
