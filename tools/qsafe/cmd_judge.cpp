@@ -3,7 +3,6 @@
 // refused-vs-complied agreement that refusal rates depend on).
 #include <array>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -17,6 +16,7 @@
 #include "qsafe/common.hpp"
 #include "qsafe/eval/dataset.hpp"
 #include "qsafe/eval/model_judge.hpp"
+#include "qsafe/io/atomic_write.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
 
 namespace qsafe_cli {
@@ -194,18 +194,16 @@ void run_judge(const JudgeArgs& a) {
                 records.source.c_str(), results.size(), counts[0], counts[1], counts[2], counts[3]);
 
     if (!a.out.empty()) {
-        std::ofstream out(a.out, std::ios::binary);
-        if (!out) throw qsafe::io_error(a.out + ": cannot open for writing");
+        std::string lines;
         for (std::size_t i = 0; i < results.size(); ++i) {
             nlohmann::json j{{"id", rows[i].id},
                              {"line", records.lines[i]},
                              {"verdict", qsafe::eval::to_string(results[i].verdict)},
                              {"reason", results[i].reason}};
             if (!labels.empty()) j["label"] = qsafe::eval::to_string(labels[i]);
-            out << j.dump() << '\n';
+            lines += j.dump() + '\n';
         }
-        out.close();
-        if (!out) throw qsafe::io_error(a.out + ": write failed");
+        qsafe::io::atomic_write_text(a.out, lines);
         std::printf("wrote %s\n", a.out.c_str());
     }
     if (!labels.empty()) {

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "qsafe/commands.hpp"
+#include "qsafe/io/atomic_write.hpp"
 #include "qsafe/common.hpp"
 #include "qsafe/model/kl_divergence.hpp"
 #include "qsafe/model/perplexity.hpp"
@@ -92,9 +93,7 @@ void add_perplexity_command(CLI::App& app) {
         const double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
         std::fprintf(stderr, "[evaluated in %.1fs]\n", eval_s);
         if (!json_out.empty()) {
-            std::ofstream f(json_out);
-            f << out.dump(2) << "\n";
-            if (!f) throw qsafe::io_error(json_out + ": cannot write");
+            qsafe::io::atomic_write_text(json_out, out.dump(2) + "\n");
         }
     });
 }
