@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Determinism on the default model (docs/reliability.md): `qsafe eval`, `qsafe quantize` with every method
+# and `qsafe perplexity` give byte-identical results with 1 and 2 threads, and across two runs.
+#   determinism_test.sh QSAFE_BINARY WORK_DIR [eval|quantize|perplexity]   (default: all three)
+set -euo pipefail
+qsafe="$1"
+work="$2"
+what="${3:-all}"
+model="${QSAFE_MODEL:-${QSAFE_CACHE_DIR:-$HOME/.cache/qsafe}/SmolLM2-135M-Instruct.Q4_1.gguf}"
+if [ ! -f "$model" ]; then
+  echo "SKIPPED: $model not found (scripts/fetch_model.sh fetches it)" >&2
+  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
+  exit 77
+fi
+if [ "$what" != perplexity ] && [ -z "${QSAFE_DATA_DIR:-}" ] && [ ! -d "$(dirname "$0")/../../../shared/datasets" ]; then
+  echo "SKIPPED: the shared datasets (WikiText-2 for calibration) were not found (QSAFE_DATA_DIR)" >&2
+  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
+  exit 77
+fi
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+same() { cmp -s "$1" "$2" || fail "$3: $1 and $2 differ"; }
+
+if [ "$what" = all ] || [ "$what" = eval ]; then
+  # Two variants (fp and a quantized one), two datasets, batched decoding: 1 thread, 2 threads, 2 again.
+  args=(eval -m "$model" --variants fp,int4-g128-asym:gptq --calib-samples 4 --calib-len 64 -d default,xstest --limit 3
+        --max-new-tokens 16 --batch 3)
+  "$qsafe" "${args[@]}" -t 1 -o eval-t1 2> eval-t1.log || { cat eval-t1.log >&2; fail "eval -t 1"; }
+  "$qsafe" "${args[@]}" -t 2 -o eval-t2 2> eval-t2.log || { cat eval-t2.log >&2; fail "eval -t 2"; }
+  "$qsafe" "${args[@]}" -t 2 -o eval-t2b 2> eval-t2b.log || { cat eval-t2b.log >&2; fail "eval -t 2 (again)"; }
+  for f in report.json report.md; do
+    same eval-t1/$f eval-t2/$f "eval, 1 vs 2 threads"
+    same eval-t2/$f eval-t2b/$f "eval, two runs"
+  done
+  # The answers themselves (the report holds rates): the journal without its timings.
+  strip() { sed -E 's/"seconds":[0-9.e+-]+//; s/"(wall_)?seconds[a-z_]*":[0-9.e+-]+//g' "$1"; }
+  [ "$(strip eval-t1/journal.jsonl)" = "$(strip eval-t2/journal.jsonl)" ] || fail "eval: the answers differ between 1 and 2 threads"
+  echo "eval: identical reports and answers with 1 and 2 threads and across runs" >&2
+fi
+
+if [ "$what" = all ] || [ "$what" = quantize ]; then
+  methods=$("$qsafe" quantize --help | sed -nE 's/.*--method TEXT[^:]*: *//p; s/.*post-training method: ([a-z, ]+).*/\1/p' | head -n 1 | tr -d ' ' | tr ',' ' ')
+  [ -n "$methods" ] || methods="rtn imatrix gptq awq quik hqq"
+  for method in $methods; do
+    args=(quantize -m "$model" -r '*=int4-g128-asym' --method "$method" --calib-samples 4 --calib-len 64)
+    "$qsafe" "${args[@]}" -t 1 -o "$method-t1.gguf" 2> "$method-t1.log" || { cat "$method-t1.log" >&2; fail "quantize $method -t 1"; }
+    "$qsafe" "${args[@]}" -t 2 -o "$method-t2.gguf" 2> "$method-t2.log" || { cat "$method-t2.log" >&2; fail "quantize $method -t 2"; }
+    same "$method-t1.gguf" "$method-t2.gguf" "quantize --method $method, 1 vs 2 threads"
+    "$qsafe" "${args[@]}" -t 2 -o "$method-t2b.gguf" 2> /dev/null
+    same "$method-t2.gguf" "$method-t2b.gguf" "quantize --method $method, two runs"
+    rm -f "$method"-t*.gguf
+    echo "quantize --method $method: identical files with 1 and 2 threads and across runs" >&2
+  done
+fi
+
+if [ "$what" = all ] || [ "$what" = perplexity ]; then
+  head -c 60000 "${QSAFE_DATA_DIR:-$(dirname "$0")/../../../shared/datasets}/wikitext2/test.txt" > text.txt
+  for t in 1 2 2; do
+    "$qsafe" perplexity -m "$model" -f text.txt -c 128 --chunks 4 -t $t --json "ppl-t$t.json" 2> /dev/null
+    mv "ppl-t$t.json" "ppl-t$t-$((i = ${i:-0} + 1)).json"
+  done
+  strip_time() { grep -vE '"[a-z_]*seconds[a-z_]*"|tok_per_s|tokens_per_second' "$1"; }
+  [ "$(strip_time ppl-t1-1.json)" = "$(strip_time ppl-t2-2.json)" ] || fail "perplexity: 1 and 2 threads differ"
+  [ "$(strip_time ppl-t2-2.json)" = "$(strip_time ppl-t2-3.json)" ] || fail "perplexity: two runs differ"
+  echo "perplexity: identical with 1 and 2 threads and across runs" >&2
+fi
