@@ -67,7 +67,8 @@ took=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }')
 echo "eval took ${took}s" >&2
 resume=()
 for i in 1 2 3; do
-  when=$(moment 0.5 "$took")
+  # Each kill within the first third of a whole run's time, so that the resumed runs are killed too.
+  when=$(moment 0.5 "$(awk -v t="$took" 'BEGIN { printf "%.2f", t / 3 > 0.6 ? t / 3 : 0.6 }')")
   if kill_after "$when" "${eval_cmd[@]}" -o eval-cut "${resume[@]}"; then
     echo "eval killed at ${when}s ($(grep -c '"prompt_id"' eval-cut/journal.jsonl 2> /dev/null || true) rows journaled)" >&2
   else
@@ -83,7 +84,7 @@ echo "eval: killed three times, resumed: report.json and report.md byte-identica
 
 # 3. a full disk: the report and the quantized file cannot be written; the previous ones stay
 cp eval-full/report.json report-before.json
-size_limit_kb=64   # the journal is already complete; the report needs more than this
+size_limit_kb=8   # the journal is complete already; report.json (about 12 kB) needs more than this
 set +e
 out=$(trap '' XFSZ; ulimit -f $size_limit_kb; "${eval_cmd[@]}" -o eval-full --resume 2>&1)
 rc=$?
