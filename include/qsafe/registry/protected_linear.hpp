@@ -127,8 +127,11 @@ class ProtectedLinear final : public QuantizedLinear {
         if (s.row_ptr.front() != 0 || s.row_ptr.back() != s.col.size()) fail("row pointers do not cover the entries");
         if (s.value.size() != s.col.size())
             fail(std::to_string(s.value.size()) + " values for " + std::to_string(s.col.size()) + " columns");
-        for (std::size_t r = 0; r < rows(); ++r) {
+        // All pointers first: a later row's decrease (e.g. [0, 100, 2] over 2 entries) would otherwise let an
+        // earlier row's entries run past the arrays.
+        for (std::size_t r = 0; r < rows(); ++r)
             if (s.row_ptr[r] > s.row_ptr[r + 1]) fail("row pointers decrease at row " + std::to_string(r));
+        for (std::size_t r = 0; r < rows(); ++r) {
             for (std::uint32_t e = s.row_ptr[r]; e < s.row_ptr[r + 1]; ++e) {
                 if (s.col[e] >= cols() || (e > s.row_ptr[r] && s.col[e] <= s.col[e - 1]))
                     fail("row " + std::to_string(r) + ": column " + std::to_string(s.col[e]) +
