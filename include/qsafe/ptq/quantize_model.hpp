@@ -133,6 +133,9 @@ inline SchemeSpec with_sparse_outliers(SchemeSpec spec) {
 inline std::string with_outlier_columns(const std::string& scheme) {
     SchemeSpec spec = SchemeSpec::parse(scheme);
     if (spec.base == "fp32" || spec.outliers == OutlierKind::columns) return scheme;
+    // 8-bit layers keep no outlier columns in QUIK (its 8-bit down projections have none): the default
+    // output rule, int8, stays as it is.
+    if (spec.base.starts_with("int8")) return scheme;
     if (spec.outliers != OutlierKind::none)
         throw config_error("QUIK: scheme '" + scheme + "' already has another outlier policy");
     spec.outliers = OutlierKind::columns;
@@ -242,10 +245,20 @@ inline PtqLayerReport quantize_layer(const std::string& name, std::unique_ptr<Qu
 inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationStats* stats, const PtqOptions& opt) {
     if (ptq_method_needs_calibration(opt.method) && !stats)
         throw config_error(std::string("method '") + ptq_method_name(opt.method) + "' needs calibration statistics");
+    auto layers = detail::linear_layers(w);
+    // Every layer's scheme must exist before the first layer is quantized: a rule that cannot work for the
+    // last layer must not cost the minutes spent on the others.
+    for (const auto& [name, layer] : layers) {
+        const std::string scheme = ptq_scheme_for(name, opt);
+        try {
+            (void)resolve_scheme(scheme);
+        } catch (const config_error& e) {
+            throw config_error("tensor '" + name + "' (method " + ptq_method_name(opt.method) + "): " + e.what());
+        }
+    }
     QuantizeOptions base = opt.base;
     if (opt.method == PtqMethod::awq) apply_awq(w, *stats, opt.rules, opt.awq, base);
     base.clip_search = base.clip_search || ptq_method_searches_clip(opt.method);
-    auto layers = detail::linear_layers(w);
     std::vector<PtqLayerReport> report;
     for (std::size_t i = 0; i < layers.size(); ++i) {
         const auto& [name, layer] = layers[i];
