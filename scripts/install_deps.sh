@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev libxsimd-dev xtl-dev      # Debian's xsimd CMake target links `xtl`
   doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
   pkg-config libopenblas-openmp-dev       # fp32 products of calibration (optional to the library)
+  clang-14 libclang-rt-14-dev libomp-14-dev  # the libFuzzer harnesses (scripts/fuzz.sh; tests only)
 )
 
 missing=()

@@ -4,9 +4,11 @@
 #   2. Release build of everything (library tests, tools, examples, benchmarks) and ctest,
 #   3. a consumer project built three ways: find_package after install, FetchContent, add_subdirectory,
 #   4. an AddressSanitizer + UBSan build without -march=native running the same tests (but the four longest
-#      real-model ones).
+#      real-model ones),
+#   5. the libFuzzer harnesses of every file reader, a short run each (scripts/fuzz.sh).
 # Environment: QSAFE_JOBS (default: nproc), QSAFE_DATA_DIR (default ../shared/datasets),
-#              QSAFE_CACHE_DIR (model cache, default ~/.cache/qsafe), QSAFE_SKIP_ASAN=1 to skip step 4.
+#              QSAFE_CACHE_DIR (model cache, default ~/.cache/qsafe), QSAFE_SKIP_ASAN=1 to skip step 4,
+#              QSAFE_SKIP_FUZZ=1 to skip step 5, QSAFE_FUZZ_SECONDS (per harness, default 20).
 # Tests that need the model or the shared datasets are skipped without them, counted at the end — except
 # under CI (CI=true), where a missing model or dataset fails the run: a green CI means every test ran.
 set -euo pipefail
@@ -101,6 +103,12 @@ if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
       -E "logits agree with llama.cpp|WikiText-2: tokenization and perplexity windows|evaluator on SmolLM2|sequential GPTQ on SmolLM2|HQQ on SmolLM2|safety data on SmolLM2|SmolLM2 int4-g128: int16 activations|SmolLM2 training reference|train killed with SIGKILL" \
       2>&1 | tee build/ctest-asan.log
   count_skipped build/ctest-asan.log
+fi
+if [ "${QSAFE_SKIP_FUZZ:-0}" != "1" ]; then
+  # Every file reader under libFuzzer + ASan + UBSan for a short time, after replaying the kept crash inputs
+  # (docs/reliability.md records a long run). QSAFE_FUZZ_SECONDS per harness, default 20.
+  echo "== Fuzzing (libFuzzer, ${QSAFE_FUZZ_SECONDS:-20} s per harness)" >&2
+  bash scripts/fuzz.sh "${QSAFE_FUZZ_SECONDS:-20}"
 fi
 skipped_count="$(grep -c . "$skipped_log" || true)"
 if [ "$skipped_count" -gt 0 ]; then
