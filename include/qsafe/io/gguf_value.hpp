@@ -195,7 +195,8 @@ class Value {
     template <class T, std::size_t... I>
     static constexpr std::size_t index_of(std::index_sequence<I...>) noexcept {
         std::size_t index = 0;
-        ((std::is_same_v<T, std::variant_alternative_t<I, detail::ValueStorage>> ? (index = I, true) : false) || ...);
+        // The fold stops at the first match; its value is not needed (void: clang's -Wunused-value).
+        (void)((std::is_same_v<T, std::variant_alternative_t<I, detail::ValueStorage>> ? (index = I, true) : false) || ...);
         return index;
     }
 
