@@ -12,7 +12,8 @@
 # Installs nothing: needs clang-14 / clang++-14 and the libFuzzer runtime (Debian: clang-14, libclang-rt-14-dev,
 # libomp-14-dev) besides qsafe's own dependencies (scripts/install_deps.sh).
 # Environment: QSAFE_JOBS (build jobs, default nproc), QSAFE_FUZZ_HARNESSES (space-separated subset, e.g.
-# "fuzz_gguf fuzz_journal"), QSAFE_FUZZ_ARGS (extra libFuzzer flags).
+# "fuzz_gguf fuzz_journal"), QSAFE_FUZZ_ARGS (extra libFuzzer flags), QSAFE_FUZZ_CORPUS (corpus folder,
+# default build/fuzz/corpus; give two concurrent runs different ones).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -43,7 +44,7 @@ else
   harnesses="$(cd tests/fuzz && ls fuzz_*.cpp | sed 's/\.cpp$//' | tr '\n' ' ')"
 fi
 
-corpus="$build/corpus"
+corpus="${QSAFE_FUZZ_CORPUS:-$build/corpus}"  # separate folders let two runs share one build
 rm -rf "$corpus"
 "$build/tests/fuzz/qsafe_fuzz_seeds" "$corpus" >&2
 
