@@ -116,3 +116,9 @@ malformed_case("calibration text shorter than one window" "short.txt: calibratio
 add_test(NAME "malformed: journals cut mid-line or holding impossible values"
          COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/journal_cases.sh $<TARGET_FILE:qsafe_cli> ${QSAFE_MALFORMED_DIR})
 set_tests_properties("malformed: journals cut mid-line or holding impossible values" PROPERTIES FIXTURES_REQUIRED malformed_inputs)
+# Resource limits: generation asked for more tokens than the context holds stops at the context, says so, and
+# exits 0 (the KV cache refuses to grow past the context length).
+add_test(NAME "malformed: generation stops at the context length"
+         COMMAND $<TARGET_FILE:qsafe_cli> generate -m ${QSAFE_MALFORMED_DIR}/context-length-24.gguf --raw -p hi -n 1000 -t 1)
+set_tests_properties("malformed: generation stops at the context length" PROPERTIES FIXTURES_REQUIRED malformed_inputs
+                     PASS_REGULAR_EXPRESSION "answer 1 stopped at the model's context length 24 .prompt 2 . 22 generated tokens., before --max-tokens 1000")
