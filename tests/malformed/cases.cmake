@@ -104,6 +104,8 @@ malformed_case("a scheme name that does not parse" "unknown quantization scheme 
                quantize -m @D@/tiny.gguf -r "*=int9-g32-asym" -o @D@/out.gguf -t 1)
 malformed_case("a rule without a scheme (read as a scheme name)" "unknown quantization scheme 'blk.0.attn_q'"
                quantize -m @D@/tiny.gguf -r "blk.0.attn_q" -o @D@/out.gguf -t 1)
+malformed_case("more outlier columns than the tensor has" "tensor 'blk.0.ffn_down.weight': scheme 'int2-g32-asym.ocol512' keeps 512 outlier columns, but the tensor has 128 columns"
+               quantize -m @D@/tiny.gguf -r "*=fp32,blk.0.ffn_down=int2-g32-asym+ocol512" -o @D@/out.gguf -t 1)
 malformed_case("a rule glob that matches no tensor" "--rules: 'nosuch.[*]' matches no tensor of the model"
                quantize -m @D@/tiny.gguf -r "nosuch.*=int4-g32-asym" -o @D@/out.gguf -t 1)
 malformed_case("rules of white space only" "--rules is empty: give at least one pattern=value"

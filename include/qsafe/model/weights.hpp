@@ -101,7 +101,9 @@ inline LinearBuilder rtn_builder(SchemeRules rules, QuantizeOptions options = {}
     return [rules = std::move(rules), options](const std::string& name, const RowMatrixF& w) {
         QuantizeOptions opt = options;
         opt.tensor_name = name;
-        return quantize_by_name(rules.scheme_for(name), w, opt);
+        const std::string scheme = rules.scheme_for(name);
+        check_named_outlier_columns(scheme, name, static_cast<std::size_t>(w.cols()));
+        return quantize_by_name(scheme, w, opt);
     };
 }
 

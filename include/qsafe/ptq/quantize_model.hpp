@@ -255,6 +255,7 @@ inline std::vector<PtqLayerReport> quantize_model(LlamaWeights& w, CalibrationSt
         } catch (const config_error& e) {
             throw config_error("tensor '" + name + "' (method " + ptq_method_name(opt.method) + "): " + e.what());
         }
+        check_named_outlier_columns(scheme, name, (*layer)->cols());
     }
     QuantizeOptions base = opt.base;
     if (opt.method == PtqMethod::awq) apply_awq(w, *stats, opt.rules, opt.awq, base);

@@ -157,6 +157,21 @@ void register_scheme(std::string name, SchemeRegistry& registry = scheme_registr
     registry.add(std::move(e));
 }
 
+/// A column count the scheme name states ("+ocol512") must fit the tensor: the policy would otherwise keep
+/// every column it has and the name (and the bits counted for it) would say something else. A scheme's
+/// default count is capped at the width instead (test models are narrower than the defaults).
+inline void check_named_outlier_columns(std::string_view scheme, const std::string& tensor, std::size_t cols) {
+    SchemeSpec spec;
+    try {
+        spec = SchemeSpec::parse(scheme);
+    } catch (const config_error&) {
+        return;  // resolve_scheme() reports a name that does not parse, with the known names
+    }
+    if (spec.outlier_columns && *spec.outlier_columns > cols)
+        throw config_error("tensor '" + tensor + "': scheme '" + std::string(scheme) + "' keeps " + std::to_string(*spec.outlier_columns) +
+                           " outlier columns, but the tensor has " + std::to_string(cols) + " columns");
+}
+
 /// Resolves "int4-g128-asym", "int4-g128-asym+ocol64", "int3-g128-asym+sparse0.5%" (or "+sparse" alone for
 /// the default amount). Throws config_error listing the known names when nothing matches.
 inline ResolvedScheme resolve_scheme(std::string_view name, const SchemeRegistry& registry = scheme_registry()) {
