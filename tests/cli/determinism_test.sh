@@ -7,17 +7,8 @@ set -euo pipefail
 qsafe="$1"
 work="$2"
 what="${3:-all}"
-model="${QSAFE_MODEL:-${QSAFE_CACHE_DIR:-$HOME/.cache/qsafe}/SmolLM2-135M-Instruct.Q4_1.gguf}"
-if [ ! -f "$model" ]; then
-  echo "SKIPPED: $model not found (scripts/fetch_model.sh fetches it)" >&2
-  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
-  exit 77
-fi
-if [ "$what" != perplexity ] && [ -z "${QSAFE_DATA_DIR:-}" ] && [ ! -d "$(dirname "$0")/../../../shared/datasets" ]; then
-  echo "SKIPPED: the shared datasets (WikiText-2 for calibration) were not found (QSAFE_DATA_DIR)" >&2
-  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
-  exit 77
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/real_model.sh"
+require_datasets  # WikiText-2 (calibration, perplexity) and XSTest
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 same() { cmp -s "$1" "$2" || fail "$3: $1 and $2 differ"; }
@@ -57,7 +48,7 @@ if [ "$what" = all ] || [ "$what" = quantize ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = perplexity ]; then
-  head -c 60000 "${QSAFE_DATA_DIR:-$(dirname "$0")/../../../shared/datasets}/wikitext2/test.txt" > text.txt
+  head -c 60000 "$data_dir/wikitext2/test.txt" > text.txt
   for t in 1 2 2; do
     "$qsafe" perplexity -m "$model" -f text.txt -c 128 --chunks 4 -t $t --json "ppl-t$t.json" > /dev/null 2>&1
     mv "ppl-t$t.json" "ppl-t$t-$((i = ${i:-0} + 1)).json"

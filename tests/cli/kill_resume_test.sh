@@ -10,12 +10,8 @@
 set -euo pipefail
 qsafe="$1"
 work="$2"
-model="${QSAFE_MODEL:-${QSAFE_CACHE_DIR:-$HOME/.cache/qsafe}/SmolLM2-135M-Instruct.Q4_1.gguf}"
-if [ ! -f "$model" ]; then
-  echo "SKIPPED: $model not found (scripts/fetch_model.sh fetches it)" >&2
-  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
-  exit 77
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/real_model.sh"
+require_datasets  # WikiText-2 calibration of the GPTQ run
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # A kill moment in [lo, hi) seconds, from a seed printed so a failure can be repeated (KILL_SEED=...).

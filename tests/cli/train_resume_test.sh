@@ -6,13 +6,7 @@
 set -euo pipefail
 qsafe="$1"
 work="$2"
-model="${QSAFE_MODEL:-${QSAFE_CACHE_DIR:-$HOME/.cache/qsafe}/SmolLM2-135M-Instruct.Q4_1.gguf}"
-if [ ! -f "$model" ]; then
-  # Skipped (exit 77, ctest's SKIP_RETURN_CODE for this test) — but never under CI, where every test runs.
-  echo "SKIPPED: $model not found (scripts/fetch_model.sh fetches it)" >&2
-  case "${CI:-}" in true | 1 | yes) exit 1 ;; esac
-  exit 77
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/real_model.sh"
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 
 cat > sft.jsonl <<'ROWS'
