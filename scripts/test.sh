@@ -8,7 +8,7 @@
 #   5. the libFuzzer harnesses of every file reader, a short run each (scripts/fuzz.sh).
 # Environment: QSAFE_JOBS (default: nproc), QSAFE_DATA_DIR (default ../shared/datasets),
 #              QSAFE_CACHE_DIR (model cache, default ~/.cache/qsafe), QSAFE_SKIP_ASAN=1 to skip step 4,
-#              QSAFE_SKIP_FUZZ=1 to skip step 5, QSAFE_FUZZ_SECONDS (per harness, default 20).
+#              QSAFE_SKIP_FUZZ=1 to skip step 5, QSAFE_FUZZ_SECONDS (per harness, default 30).
 # Tests that need the model or the shared datasets are skipped without them, counted at the end — except
 # under CI (CI=true), where a missing model or dataset fails the run: a green CI means every test ran.
 set -euo pipefail
@@ -106,9 +106,9 @@ if [ "${QSAFE_SKIP_ASAN:-0}" != "1" ]; then
 fi
 if [ "${QSAFE_SKIP_FUZZ:-0}" != "1" ]; then
   # Every file reader under libFuzzer + ASan + UBSan for a short time, after replaying the kept crash inputs
-  # (docs/reliability.md records a long run). QSAFE_FUZZ_SECONDS per harness, default 20.
-  echo "== Fuzzing (libFuzzer, ${QSAFE_FUZZ_SECONDS:-20} s per harness)" >&2
-  bash scripts/fuzz.sh "${QSAFE_FUZZ_SECONDS:-20}"
+  # (docs/reliability.md records a long run). QSAFE_FUZZ_SECONDS per harness, default 30.
+  echo "== Fuzzing (libFuzzer, ${QSAFE_FUZZ_SECONDS:-30} s per harness)" >&2
+  bash scripts/fuzz.sh "${QSAFE_FUZZ_SECONDS:-30}"
 fi
 skipped_count="$(grep -c . "$skipped_log" || true)"
 if [ "$skipped_count" -gt 0 ]; then
