@@ -339,6 +339,27 @@ TEST_CASE("sensitivity: the cached partial re-run equals a full forward with onl
     const auto again = measure_sensitivity(fp, set, ref, so);
     for (std::size_t i = 0; i < table.layers.size(); ++i) CHECK(again.layers[i].kl == table.layers[i].kl);
 
+    // A run killed while writing: the cache lost its last line and kept half of the one before. The resume
+    // cuts the torn half away, redoes those two measurements, and leaves one whole line per measurement.
+    const auto cache_lines = [&] {
+        std::ifstream in(so.cache);
+        std::vector<std::string> lines;
+        for (std::string l; std::getline(in, l);) lines.push_back(l);
+        return lines;
+    };
+    {
+        const auto lines = cache_lines();
+        REQUIRE(lines.size() == table.layers.size() * 3);
+        std::ofstream out(so.cache, std::ios::trunc);
+        for (std::size_t i = 0; i + 2 < lines.size(); ++i) out << lines[i] << '\n';
+        out << lines[lines.size() - 2].substr(0, lines[lines.size() - 2].size() / 2);
+    }
+    const auto resumed = measure_sensitivity(fp, set, ref, so);
+    for (std::size_t i = 0; i < table.layers.size(); ++i) CHECK(resumed.layers[i].kl == table.layers[i].kl);
+    const auto after = cache_lines();
+    CHECK(after.size() == table.layers.size() * 3);
+    for (const auto& line : after) CHECK(nlohmann::json::accept(line));
+
     // A subset of the tensors, by scheme-rule globs.
     so.tensors = "blk.1.*,output";
     so.cache.clear();

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -124,6 +125,14 @@ inline SensitivityTable measure_sensitivity(LlamaModel& model, const ResponseSet
                 // A torn last line from a kill: ignored, that measurement is simply redone.
             }
         }
+    }
+    // A torn last line (a kill during a write) is cut away before appending: otherwise the next line would be
+    // glued to it, and both lost.
+    if (!opt.cache.empty() && std::filesystem::exists(opt.cache)) {
+        std::ifstream in(opt.cache, std::ios::binary);
+        const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const std::size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
+        if (keep < text.size()) std::filesystem::resize_file(opt.cache, keep);
     }
     std::ofstream cache_out;
     if (!opt.cache.empty()) cache_out.open(opt.cache, std::ios::app);
