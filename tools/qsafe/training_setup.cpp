@@ -7,6 +7,7 @@
 #include "qsafe/core/error.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/eval/jsonl.hpp"
+#include "qsafe/io/append_log.hpp"
 #include "qsafe/io/atomic_write.hpp"
 #include "qsafe/model/generation.hpp"
 
@@ -38,6 +39,9 @@ tr::AlignmentSplit training_split(const fs::path& out_dir, bool allow_new_split,
 std::map<std::string, std::string> journaled_answers(qsafe::LoadedModel& m, const std::vector<std::pair<tr::SplitEntry, std::string>>& rows,
                                                      const fs::path& journal, std::size_t max_new_tokens, const std::string& label) {
     std::map<std::string, std::string> done;
+    if (const auto cut = qsafe::io::cut_unfinished_last_line(journal))
+        std::fprintf(stderr, "%s: dropped the unfinished last line (%llu bytes) an interrupted run left; that answer is generated again\n",
+                     journal.string().c_str(), static_cast<unsigned long long>(cut));
     if (fs::exists(journal))
         for (const auto& r : qsafe::eval::read_jsonl(journal)) done[r.value.at("key").get<std::string>()] = r.value.at("response").get<std::string>();
     std::vector<std::vector<std::int32_t>> prompts;

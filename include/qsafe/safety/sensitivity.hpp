@@ -15,7 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,6 +25,7 @@
 #include "qsafe/calib/calibration_stats.hpp"
 #include "qsafe/core/error.hpp"
 #include "qsafe/core/json_depth.hpp"
+#include "qsafe/io/append_log.hpp"
 #include "qsafe/model/decoder.hpp"
 #include "qsafe/ptq/quantize_model.hpp"
 #include "qsafe/registry/scheme_registry.hpp"
@@ -126,14 +126,7 @@ inline SensitivityTable measure_sensitivity(LlamaModel& model, const ResponseSet
             }
         }
     }
-    // A torn last line (a kill during a write) is cut away before appending: otherwise the next line would be
-    // glued to it, and both lost.
-    if (!opt.cache.empty() && std::filesystem::exists(opt.cache)) {
-        std::ifstream in(opt.cache, std::ios::binary);
-        const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        const std::size_t keep = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-        if (keep < text.size()) std::filesystem::resize_file(opt.cache, keep);
-    }
+    if (!opt.cache.empty()) (void)io::cut_unfinished_last_line(opt.cache);  // a torn line from a kill: redone
     std::ofstream cache_out;
     if (!opt.cache.empty()) cache_out.open(opt.cache, std::ios::app);
 
