@@ -98,26 +98,19 @@ T json_get(const J& j, const char* key, const char* what) {
         const bool fits = value.is_number_unsigned() ? std::in_range<T>(value.template get<std::uint64_t>())
                           : value.is_number_integer() ? std::in_range<T>(value.template get<std::int64_t>())
                                                       : false;
+        const bool negative_count = std::is_unsigned_v<T> && value.is_number_integer() && !value.is_number_unsigned();
         if (!fits)
-            throw format_error(std::string(what) + ": key '" + key + "' must be an integer that fits " +
-                               (std::is_signed_v<T> ? "a signed " : "an unsigned ") + std::to_string(sizeof(T) * 8) +
-                               "-bit type, not " + (value.is_number() ? value.dump() : std::string(value.type_name())));
+            throw format_error(std::string(what) + ": key '" + key + "' must be " +
+                               (negative_count ? std::string("a non-negative integer,")
+                                               : std::string("an integer that fits ") + (std::is_signed_v<T> ? "a signed " : "an unsigned ") +
+                                                     std::to_string(sizeof(T) * 8) + "-bit type,") +
+                               " not " + (value.is_number() ? value.dump() : std::string(value.type_name())));
     }
     try {
         return value.template get<T>();
     } catch (const nlohmann::json::exception&) {
         throw format_error(std::string(what) + ": key '" + key + "' has the wrong type (" + value.type_name() + ")");
     }
-}
-
-/// A count: a non-negative integer (get<std::size_t>() alone would turn -5 into 2^64 - 5).
-template <JsonValue J>
-std::size_t json_get_count(const J& j, const char* key, const char* what) {
-    const J& value = json_member(j, key, what);
-    if (value.is_number_unsigned() || (value.is_number_integer() && value.template get<long long>() >= 0))
-        return value.template get<std::size_t>();
-    throw format_error(std::string(what) + ": key '" + key + "' must be a non-negative integer, not " +
-                       (value.is_number() ? value.dump() : std::string(value.type_name())));
 }
 
 /// A finite number in [lo, hi].
@@ -187,12 +180,12 @@ void from_json(const J& j, ResponseRecord& r) {
     r.verdict = detail::json_get_enum<Verdict>(j, "verdict", what, parse_verdict);
     r.judge_reason = json_get<std::string>(j, "judge_reason", what);
     // Impossible values are refused, not carried into the rates: a journal is also a file from elsewhere.
-    r.prompt_tokens = detail::json_get_count(j, "prompt_tokens", what);
-    r.response_tokens = detail::json_get_count(j, "response_tokens", what);
+    r.prompt_tokens = json_get<std::size_t>(j, "prompt_tokens", what);
+    r.response_tokens = json_get<std::size_t>(j, "response_tokens", what);
     r.stop = detail::json_get_enum<StopReason>(j, "stop", what, parse_stop_reason);
     r.seconds = detail::json_get_in_range(j, "seconds", what, 0.0, 1e9);
     if (const auto it = j.find("identical_prefix_tokens"); it != j.end() && !it->is_null())
-        r.identical_prefix_tokens = detail::json_get_count(j, "identical_prefix_tokens", what);
+        r.identical_prefix_tokens = json_get<std::size_t>(j, "identical_prefix_tokens", what);
     else
         r.identical_prefix_tokens.reset();
     if (const auto it = j.find("similarity"); it != j.end() && !it->is_null())
