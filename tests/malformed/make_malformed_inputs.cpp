@@ -367,6 +367,65 @@ void make_huge_model(const fs::path& path) {
     fs::resize_file(path, L.data + norm_offset + 4 * width);  // a hole, not 154 GB of zeros
 }
 
+/// A model each of whose tensors is modest (no layer above 1 GiB as fp32) but whose 256 blocks of 8192-wide
+/// layers add up to 1.1 TB as fp32: a Q4_0 file of 155 GB, sparse on disk (header only). Only the sum over
+/// the whole model, under the rules it is loaded with, shows it cannot fit.
+void make_deep_model(const fs::path& path) {
+    constexpr std::uint32_t width = 8192, ffn = 32768, blocks = 256, heads = 64;
+    const auto q4_0_row_bytes = [](std::uint64_t cols) { return cols / 32 * 18; };
+    qsafe::gguf::Writer w;
+    w.set("general.architecture", std::string("llama"));
+    w.set("llama.block_count", blocks);
+    w.set("llama.context_length", std::uint32_t{256});
+    w.set("llama.embedding_length", width);
+    w.set("llama.feed_forward_length", ffn);
+    w.set("llama.attention.head_count", heads);
+    w.set("llama.attention.head_count_kv", heads);
+    std::vector<std::string> merge_lines;
+    for (const auto& [l, r] : merges) merge_lines.push_back(l + " " + r);
+    w.set("tokenizer.ggml.model", std::string("gpt2"));
+    w.set("tokenizer.ggml.tokens", Value::array_of(vocabulary()));
+    w.set("tokenizer.ggml.merges", Value::array_of(merge_lines));
+    w.set("tokenizer.chat_template", chatml);
+    // Every matrix is written with one row and given its real row count below; its data lands in the hole.
+    std::vector<std::uint64_t> rows;  // per tensor, in order; 0 = a 1-D f32 norm
+    auto matrix = [&](const std::string& name, std::uint64_t r, std::uint64_t cols) {
+        w.add_tensor(name, {cols, 1}, qsafe::GgmlType::Q4_0, std::vector<std::byte>(q4_0_row_bytes(cols)));
+        rows.push_back(r);
+    };
+    auto norm = [&](const std::string& name) {
+        w.add_tensor_f32(name, {width}, std::vector<float>(width, 1.0f));
+        rows.push_back(0);
+    };
+    matrix("token_embd.weight", vocabulary().size(), width);
+    for (std::uint32_t b = 0; b < blocks; ++b) {
+        const std::string p = "blk." + std::to_string(b) + ".";
+        norm(p + "attn_norm.weight");
+        norm(p + "ffn_norm.weight");
+        for (const char* t : {"attn_q", "attn_k", "attn_v", "attn_output"}) matrix(p + t + ".weight", width, width);
+        matrix(p + "ffn_gate.weight", ffn, width);
+        matrix(p + "ffn_up.weight", ffn, width);
+        matrix(p + "ffn_down.weight", width, ffn);
+    }
+    norm("output_norm.weight");
+    w.write(path);
+    Bytes b = read_all(path);
+    const GgufLayout L = layout_of(b);
+    std::uint64_t offset = 0;  // every tensor's size is a multiple of the 32-byte alignment
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        poke<std::uint64_t>(b, L.info_offset_at[i], offset);
+        if (rows[i] == 0) {
+            offset += 4 * width;
+        } else {
+            poke<std::uint64_t>(b, L.info_dims_at[i] + 8, rows[i]);
+            offset += rows[i] * q4_0_row_bytes(peek<std::uint64_t>(b, L.info_dims_at[i]));
+        }
+    }
+    b.resize(L.data);
+    write_all(path, b);
+    fs::resize_file(path, L.data + offset);
+}
+
 void make_hf_cases(const fs::path& out) {
     const fs::path base = out / "tiny-hf";
     write_hf(base);
@@ -505,6 +564,7 @@ int main(int argc, char** argv) try {
     fs::create_directories(out);
     make_gguf_cases(out);
     make_huge_model(out / "embedding-2-TiB.gguf");
+    make_deep_model(out / "layers-1-TB.gguf");
     make_hf_cases(out);
     make_dataset_cases(out);
     return 0;

@@ -14,6 +14,7 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/model/decoder.hpp"
 #include "qsafe/model/sampler.hpp"
+#include "qsafe/ptq/model_file.hpp"
 
 using namespace qsafe;
 
@@ -226,6 +227,48 @@ TEST_CASE("a block count beyond the file's tensors is refused before the layer t
                          doctest::Contains("tiny.gguf: the model config says 10000000 blocks, but tensor "
                                            "'blk.9999999.attn_norm.weight' is missing"),
                          format_error);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the loader's memory estimate is what it builds, for stored and built layers") {
+    const auto dir = temp_dir("estimate");
+    const tiny::TinyLlama t(23);
+    t.write_gguf(dir / "tiny.gguf");
+    const auto file = gguf::File::open(dir / "tiny.gguf");
+    const LlamaConfig config = config_from_gguf(file);
+    for (const char* rules : {"*=fp32", "*=int4-g32-asym,output=int8-pc-sym", "*=int2-g32-asym+ocol8,ffn_down=int3-g128-asym+sparse1%",
+                              "*=nf4-g64,ffn_down=vq2-d4,output=cb3-g128"}) {
+        const std::string named = rules;
+        CAPTURE(named);
+        const auto build = rtn_builder(SchemeRules::parse(rules));
+        const ModelMemoryEstimate e = estimate_model_memory(config, GgufTensorSource(file), build);
+        const LlamaWeights w = load_llama_weights(config, GgufTensorSource(file), build);
+        CHECK(e.layers_counted == e.layers_total);
+        CHECK(e.layers_total == 7 * config.n_layers + 1);
+        CHECK(e.linear_layers == w.linear_storage_bytes());
+        CHECK(e.embedding == 4 * config.vocab_size * config.d_model);
+        CHECK(e.largest_built == 4 * std::max(config.vocab_size, config.d_ff) * config.d_model);
+    }
+    // A layer whose size the builder cannot tell counts as nothing (the check is then a lower bound).
+    const LinearBuilder opaque = [](const std::string& name, const RowMatrixF& m) { return quantize_by_name("fp32", m, {.tensor_name = name}); };
+    const ModelMemoryEstimate e = estimate_model_memory(config, GgufTensorSource(file), opaque);
+    CHECK(e.layers_counted == 0);
+    CHECK(e.linear_layers == 0);
+    // A qsafe quantized file (Q4_0 blocks and I8 blobs): stored layers count at their stored size and are
+    // not built, so the fp32 builder's estimate and transient play no part.
+    {
+        const auto rules = "*=int4-g32-sym,ffn_down=int2-g32-asym+ocol4";
+        const LlamaWeights q = load_llama_weights(config, GgufTensorSource(file), rtn_builder(SchemeRules::parse(rules)));
+        save_quantized_model(dir / "q.gguf", file, q, {"rtn", rules, ""});
+        const auto saved = gguf::File::open(dir / "q.gguf");
+        const auto fp32 = rtn_builder(SchemeRules::parse("*=fp32"));
+        const ModelMemoryEstimate s = estimate_model_memory(config, GgufTensorSource(saved), fp32);
+        const LlamaWeights loaded = load_llama_weights(config, GgufTensorSource(saved), fp32);
+        CHECK(s.layers_counted == s.layers_total);
+        CHECK(s.largest_built == 0);
+        CHECK(s.linear_layers >= loaded.linear_storage_bytes());
+        CHECK(s.linear_layers <= loaded.linear_storage_bytes() * 11 / 10);  // the blobs' headers (large on a tiny model)
+    }
     std::filesystem::remove_all(dir);
 }
 

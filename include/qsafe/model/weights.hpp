@@ -12,8 +12,10 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -91,20 +93,56 @@ class TensorSource {
     virtual std::string describe() const = 0;
     /// A linear layer the source already holds in quantized form (a qsafe quantized model file), or null.
     virtual std::unique_ptr<QuantizedLinear> stored_linear(const std::string& /*name*/) const { return nullptr; }
+    /// The bytes stored_linear(name) would take, without loading it; nothing when it would return null.
+    virtual std::optional<std::uint64_t> stored_linear_bytes(const std::string& /*name*/) const { return std::nullopt; }
 };
 
-/// Builds the layer for one linear tensor (name in GGUF convention, e.g. "blk.3.attn_q.weight").
-using LinearBuilder = std::function<std::unique_ptr<QuantizedLinear>(const std::string& name, const RowMatrixF& w)>;
+/// Builds the layer for one linear tensor (name in GGUF convention, e.g. "blk.3.attn_q.weight") and, when
+/// it can, says beforehand how many bytes that layer will take: the loader adds the estimates up and refuses
+/// a model that cannot fit before allocating any of it. Any callable taking (name, matrix) converts to a
+/// builder; one without an estimate is counted as nothing (the loader's check is then a lower bound).
+class LinearBuilder {
+  public:
+    using Build = std::function<std::unique_ptr<QuantizedLinear>(const std::string& name, const RowMatrixF& w)>;
+    /// Bytes of the layer built for a rows x cols tensor, or nothing when unknown.
+    using Estimate = std::function<std::optional<std::uint64_t>(const std::string& name, std::size_t rows, std::size_t cols)>;
 
-/// Round-to-nearest under per-tensor scheme rules.
+    LinearBuilder() = default;
+    template <class F>
+        requires(!std::is_same_v<std::remove_cvref_t<F>, LinearBuilder> && std::is_constructible_v<Build, F>)
+    LinearBuilder(F build, Estimate estimate = {})  // NOLINT(google-explicit-constructor): lambdas convert, as before
+        : build_(std::move(build)), estimate_(std::move(estimate)) {}
+
+    std::unique_ptr<QuantizedLinear> operator()(const std::string& name, const RowMatrixF& w) const {
+        if (!build_) throw config_error("tensor '" + name + "': no linear-layer builder was given to the loader");
+        return build_(name, w);
+    }
+    std::optional<std::uint64_t> estimated_bytes(const std::string& name, std::size_t rows, std::size_t cols) const {
+        return estimate_ ? estimate_(name, rows, cols) : std::nullopt;
+    }
+
+  private:
+    Build build_;
+    Estimate estimate_;
+};
+
+/// Round-to-nearest under per-tensor scheme rules; its estimate is the scheme's exact storage size.
 inline LinearBuilder rtn_builder(SchemeRules rules, QuantizeOptions options = {}) {
-    return [rules = std::move(rules), options](const std::string& name, const RowMatrixF& w) {
+    auto estimate = [rules](const std::string& name, std::size_t rows, std::size_t cols) -> std::optional<std::uint64_t> {
+        try {
+            return scheme_storage_bytes_by_name(rules.scheme_for(name), rows, cols);
+        } catch (const config_error&) {
+            return std::nullopt;  // an unknown scheme name: building the layer reports it, naming the tensor
+        }
+    };
+    auto build = [rules = std::move(rules), options](const std::string& name, const RowMatrixF& w) {
         QuantizeOptions opt = options;
         opt.tensor_name = name;
         const std::string scheme = rules.scheme_for(name);
         check_named_outlier_columns(scheme, name, static_cast<std::size_t>(w.cols()));
         return quantize_by_name(scheme, w, opt);
     };
+    return LinearBuilder(std::move(build), std::move(estimate));
 }
 
 /// Which Q4_0 / Q8_0 linear layers of a GGUF file load as their equal qsafe scheme instead of being
@@ -140,6 +178,15 @@ class GgufTensorSource final : public TensorSource {
         return Eigen::Map<const VectorF>(v.data(), static_cast<Eigen::Index>(n));
     }
     std::string describe() const override { return file_.path().string(); }
+    std::optional<std::uint64_t> stored_linear_bytes(const std::string& name) const override {
+        // A stored layer keeps about the bytes the file holds for it (qsafe's blob, or Q4_0 / Q8_0 blocks,
+        // which the equal qsafe schemes store in as many bytes).
+        const gguf::TensorInfo* t = file_.find_tensor(name);
+        if (!t) return std::nullopt;
+        if (file_.get_optional<std::string>("qsafe.tensor." + name + ".scheme")) return t->n_bytes();
+        if (ggml_blocks_ == GgmlBlockLayers::all && t->dims.size() == 2 && scheme_equivalent_to(t->type)) return t->n_bytes();
+        return std::nullopt;
+    }
     std::unique_ptr<QuantizedLinear> stored_linear(const std::string& name) const override {
         const auto scheme = file_.get_optional<std::string>("qsafe.tensor." + name + ".scheme");
         if (!scheme) {
@@ -264,6 +311,64 @@ class SafetensorsTensorSource final : public TensorSource {
     std::string folder_;
 };
 
+/// What loading a model will allocate, worked out from its config and tensor table before any of it is.
+struct ModelMemoryEstimate {
+    std::uint64_t embedding = 0;      // the token embedding, kept fp32
+    std::uint64_t norms = 0;          // the RMSNorm weights, fp32
+    std::uint64_t linear_layers = 0;  // every linear layer as stored, or as the builder says it will build it
+    std::uint64_t largest_built = 0;  // the largest layer the builder gets, as the fp32 matrix it is built from
+    std::size_t layers_counted = 0;   // linear layers whose size is known (the others count as nothing)
+    std::size_t layers_total = 0;
+    std::uint64_t total() const { return embedding + norms + linear_layers + largest_built; }
+};
+
+/// Every dimension and the layer count are at most 2^24 (config validation): the sums cannot overflow.
+inline ModelMemoryEstimate estimate_model_memory(const LlamaConfig& config, const TensorSource& source, const LinearBuilder& build) {
+    const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
+    ModelMemoryEstimate e;
+    e.embedding = 4 * std::uint64_t{config.vocab_size} * d;
+    e.norms = 4 * (std::uint64_t{2} * config.n_layers + 1) * d;
+    auto add = [&](const std::string& name, std::size_t rows, std::size_t cols) {
+        ++e.layers_total;
+        if (const auto stored = source.stored_linear_bytes(name)) {
+            e.linear_layers += *stored;
+            ++e.layers_counted;
+            return;
+        }
+        e.largest_built = std::max(e.largest_built, 4 * std::uint64_t{rows} * cols);
+        if (const auto built = build.estimated_bytes(name, rows, cols)) {
+            e.linear_layers += *built;
+            ++e.layers_counted;
+        }
+    };
+    for (std::size_t i = 0; i < config.n_layers; ++i) {
+        const std::string p = "blk." + std::to_string(i) + ".";
+        add(p + "attn_q.weight", q_dim, d);
+        add(p + "attn_k.weight", kv_dim, d);
+        add(p + "attn_v.weight", kv_dim, d);
+        add(p + "attn_output.weight", d, q_dim);
+        add(p + "ffn_gate.weight", config.d_ff, d);
+        add(p + "ffn_up.weight", config.d_ff, d);
+        add(p + "ffn_down.weight", d, config.d_ff);
+    }
+    add("output.weight", config.vocab_size, d);
+    return e;
+}
+
+namespace detail {
+/// Refuses, with the numbers, a model whose loaded form cannot fit in this machine's memory (or the
+/// container's), before any of it is allocated.
+inline void require_model_memory(const LlamaConfig& config, const TensorSource& source, const LinearBuilder& build) {
+    const ModelMemoryEstimate e = estimate_model_memory(config, source, build);
+    const auto n = [](std::uint64_t v) { return std::to_string(v); };
+    require_memory(e.total(), source.describe(),
+                   "the fp32 token embedding (" + n(config.vocab_size) + " x " + n(config.d_model) + ", " + gibibytes(e.embedding) +
+                       "), " + n(e.layers_counted) + (e.layers_counted == e.layers_total ? "" : " of " + n(e.layers_total)) +
+                       " linear layers as loaded (" + gibibytes(e.linear_layers) + ") and the largest layer as fp32 while it is built (" +
+                       gibibytes(e.largest_built) + ")");
+}
+}  // namespace detail
+
 /// Loads every tensor of the decoder from `source`; linear layers go through `build`.
 inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSource& source, const LinearBuilder& build) {
     LlamaWeights w;
@@ -277,15 +382,7 @@ inline LlamaWeights load_llama_weights(const LlamaConfig& config, const TensorSo
                                norm + "' is missing");
     }
     const std::size_t d = config.d_model, q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
-    // What loading allocates whatever the builder makes of the layers: the token embedding in fp32, and the
-    // largest linear layer as fp32 while it is built (every dimension is at most 2^24: no overflow).
-    {
-        const std::uint64_t largest = std::max({std::uint64_t{q_dim} * d, std::uint64_t{config.d_ff} * d,
-                                                std::uint64_t{config.vocab_size} * d});
-        require_memory(4 * (std::uint64_t{config.vocab_size} * d + largest), source.describe(),
-                       "the fp32 token embedding (" + std::to_string(config.vocab_size) + " x " + std::to_string(d) +
-                           ") and the largest layer as fp32 while it is built");
-    }
+    detail::require_model_memory(config, source, build);
     w.token_embedding = source.matrix("token_embd.weight", config.vocab_size, d);
     auto linear = [&](const std::string& name, std::size_t rows, std::size_t cols) -> std::unique_ptr<QuantizedLinear> {
         if (auto stored = source.stored_linear(name)) {

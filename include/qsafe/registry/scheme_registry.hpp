@@ -7,6 +7,7 @@
 // SchemeSpec's (scheme_spec.hpp).
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -209,6 +210,15 @@ inline std::unique_ptr<QuantizedLinear> quantize_by_name(std::string_view scheme
                                                          const SchemeRegistry& registry = scheme_registry()) {
     const ResolvedScheme r = resolve_scheme(scheme, registry);
     return r.entry->quantize_rtn(w, r.apply(opt), r.full_name);
+}
+
+/// Bytes a rows x cols layer takes under the named scheme (the amounts in the name, or the scheme's
+/// defaults, capped at the tensor's width), without quantizing anything: what a loader adds up to refuse a
+/// model that cannot fit before it allocates any of it.
+inline std::uint64_t scheme_storage_bytes_by_name(std::string_view scheme, std::size_t rows, std::size_t cols,
+                                                  const SchemeRegistry& registry = scheme_registry()) {
+    const ResolvedScheme r = resolve_scheme(scheme, registry);
+    return r.entry->storage_bytes(rows, cols, std::min(r.outlier_columns.value_or(0), cols), r.outlier_fraction.value_or(0.0));
 }
 
 /// Loads a layer serialized by QuantizedLinear::serialize() under the named scheme (a name with
