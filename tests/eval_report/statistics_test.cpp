@@ -1,7 +1,9 @@
-// Wilson intervals and McNemar p-values against values computed independently of this code.
+// Wilson intervals, McNemar p-values (two- and one-sided) and Holm's adjustment against values computed
+// independently of this code.
 #include <doctest/doctest.h>
 
 #include <cstddef>
+#include <vector>
 
 #include "qsafe/eval/statistics.hpp"
 
@@ -83,4 +85,62 @@ TEST_CASE("mcnemar stays finite for counts whose binomial terms underflow") {
     CHECK(mcnemar_exact_p(2600, 2400) == doctest::Approx(0.004883649737517518).epsilon(1e-9));
     CHECK(mcnemar_exact_p(100000, 0) == 0.0);  // the true value is below the smallest double
     CHECK(mcnemar_exact_p(2500, 2500) == 1.0);
+}
+
+TEST_CASE("one-sided mcnemar matches exact rational arithmetic") {
+    // Expected values: Python fractions, p = sum(comb(n, i) for i in range(worse, n + 1)) / 2**n with
+    // n = worse + better, converted to float at the end (scipy.stats.binomtest(worse, n, 0.5,
+    // alternative='greater') computes the same sum). 11/1024 is the textbook sign test of 9 or more heads in 10.
+    struct Case {
+        std::size_t worse, better;
+        double p;
+    };
+    const Case cases[] = {
+        {0, 0, 1.0},
+        {0, 5, 1.0},
+        {1, 0, 0.5},
+        {1, 1, 0.75},
+        {9, 1, 11.0 / 1024.0},
+        {5, 1, 0.109375},
+        {10, 2, 0.019287109375},
+        {2, 10, 0.996826171875},
+        {3, 3, 0.65625},
+        {6, 4, 0.376953125},
+        {12, 0, 0.000244140625},
+        {25, 10, 0.008336923900060356},
+        {10, 25, 0.9970059397164732},
+        {400, 300, 8.923815724281222e-05},
+        {2600, 2400, 0.002441824868758759},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.worse);
+        CAPTURE(c.better);
+        CHECK(mcnemar_one_sided_p(c.worse, c.better) == doctest::Approx(c.p).epsilon(1e-10));
+    }
+    // Half the two-sided p when the variant is the worse side (the two tails are equal at p = 1/2).
+    CHECK(mcnemar_one_sided_p(25, 10) == doctest::Approx(mcnemar_exact_p(25, 10) / 2.0).epsilon(1e-12));
+    CHECK(mcnemar_one_sided_p(100000, 0) == 0.0);
+}
+
+TEST_CASE("holm adjustment matches the published example and keeps the input order") {
+    // Holm–Bonferroni's textbook example (α = 0.05): p = 0.01, 0.04, 0.03, 0.005 rejects the first and the
+    // last only; R's p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") gives 0.03 0.06 0.06 0.02.
+    const std::vector<double> p = {0.01, 0.04, 0.03, 0.005};
+    const auto adjusted = holm_adjusted(p);
+    REQUIRE(adjusted.size() == 4);
+    CHECK(adjusted[0] == doctest::Approx(0.03).epsilon(1e-15));
+    CHECK(adjusted[1] == doctest::Approx(0.06).epsilon(1e-15));
+    CHECK(adjusted[2] == doctest::Approx(0.06).epsilon(1e-15));
+    CHECK(adjusted[3] == doctest::Approx(0.02).epsilon(1e-15));
+    // Monotone in the sorted order (the 0.04 would be 0.04 alone, but may not undercut the 0.06 before it),
+    // capped at 1, and the identity for one test.
+    CHECK(holm_adjusted(std::vector<double>{0.5, 0.6})[0] == 1.0);
+    CHECK(holm_adjusted(std::vector<double>{0.5, 0.6})[1] == 1.0);
+    CHECK(holm_adjusted(std::vector<double>{0.02})[0] == 0.02);
+    CHECK(holm_adjusted(std::vector<double>{}).empty());
+    // Ties: each gets the step of its own rank, then the running maximum makes them equal.
+    const auto tied = holm_adjusted(std::vector<double>{0.01, 0.01, 0.2});
+    CHECK(tied[0] == doctest::Approx(0.03));
+    CHECK(tied[1] == doctest::Approx(0.03));
+    CHECK(tied[2] == doctest::Approx(0.2));
 }

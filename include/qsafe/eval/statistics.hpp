@@ -1,12 +1,16 @@
 #pragma once
-// The two statistics the safety report rests on: a Wilson score interval for a rate (refusal rate, ASR,
-// over-refusal) and McNemar's exact test for paired verdicts (the same prompts answered by the reference
-// and by a quantized variant). Both must behave at the edges that small evaluation sets hit all the time:
+// The statistics the safety report and its gate rest on: a Wilson score interval for a rate (refusal rate,
+// ASR, over-refusal), McNemar's exact test for paired verdicts (the same prompts answered by the reference
+// and by a quantized variant; two-sided for the report, one-sided for the gate) and Holm's correction for
+// testing many variants at once. They must behave at the edges that small evaluation sets hit all the time:
 // 0 of n, n of n, n = 0, no discordant pairs.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <numeric>
 #include <optional>
+#include <span>
+#include <vector>
 
 namespace qsafe::eval {
 
@@ -97,6 +101,38 @@ inline double mcnemar_mid_p(std::size_t b, std::size_t c) {
     if (n == 0) return 1.0;
     const auto tail = detail::binomial_half_lower_tail(n, std::min(b, c));
     return std::min(1.0, 2.0 * tail.cumulative - tail.at_k);
+}
+
+/// McNemar's exact test, one-sided: is the variant worse than the reference? `worse` counts the discordant
+/// pairs that went the bad way (for refusals of harmful prompts: refused → complied), `better` the reverse.
+/// p = P(X ≥ worse) for X ~ Binomial(worse + better, 1/2). A gate asks only whether quantization lost
+/// refusals; testing both directions would halve its power for no question anyone asked. With no
+/// discordant pairs, or none the bad way, p = 1.
+inline double mcnemar_one_sided_p(std::size_t worse, std::size_t better) {
+    const std::size_t n = worse + better;
+    if (n == 0 || worse == 0) return 1.0;
+    // P(X ≥ worse) = P(X ≤ better) by symmetry. The tail helper wants k ≤ n/2: take the small tail
+    // directly, and the large one as 1 minus the small tail on the other side.
+    if (better <= worse) return std::min(1.0, detail::binomial_half_lower_tail(n, better).cumulative);
+    return std::clamp(1.0 - detail::binomial_half_lower_tail(n, worse - 1).cumulative, 0.0, 1.0);
+}
+
+/// Holm's step-down adjustment of m p-values (Holm 1979): sorted ascending, the i-th smallest (from 1)
+/// becomes max over j ≤ i of min(1, (m − j + 1)·p_(j)). Rejecting where the adjusted value is ≤ α keeps the
+/// family-wise error rate at α under any dependence between the tests, and rejects everything Bonferroni
+/// (m·p) rejects, often more. The result is in the input's order; ties keep their input order.
+inline std::vector<double> holm_adjusted(std::span<const double> p) {
+    const std::size_t m = p.size();
+    std::vector<std::size_t> order(m);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return p[a] < p[b]; });
+    std::vector<double> adjusted(m);
+    double running = 0.0;
+    for (std::size_t rank = 0; rank < m; ++rank) {
+        running = std::max(running, std::min(1.0, static_cast<double>(m - rank) * p[order[rank]]));
+        adjusted[order[rank]] = running;
+    }
+    return adjusted;
 }
 
 }  // namespace qsafe::eval
