@@ -1,7 +1,8 @@
-// The SVG figure: well-formed XML, one line per method in each panel, an interval bar per point, escaped
-// labels, and the same bytes for the same metrics.
+// The SVG figure: well-formed XML, one line per method in each panel, an interval bar per point, a log2
+// bits axis, escaped labels, and the same bytes for the same metrics.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -95,6 +96,16 @@ bool well_formed(std::string_view svg, std::string& problem) {
     return open.empty();
 }
 
+/// The x position of the first panel's tick labelled `label`; NaN when there is none.
+double tick_x(const std::string& svg, std::string_view label) {
+    const auto end = svg.find("\" text-anchor=\"middle\">" + std::string(label) + "</text>");
+    if (end == std::string::npos) return std::nan("");
+    const auto y = svg.rfind("\" y=\"", end);
+    const auto x = svg.rfind("x=\"", y);
+    if (svg.compare(svg.rfind("<text", x), 18, "<text class=\"tick\"") != 0) return std::nan("");
+    return std::stod(svg.substr(x + 3, y - x - 3));
+}
+
 std::size_t count(std::string_view text, std::string_view part) {
     std::size_t n = 0;
     for (auto at = text.find(part); at != std::string_view::npos; at = text.find(part, at + 1)) ++n;
@@ -126,7 +137,7 @@ TEST_CASE("svg plot is well-formed with a line per method and a bar per point") 
     CHECK(svg.find(">a&lt;w&gt;q &amp; co</text>") != std::string::npos);
     CHECK(svg.find("Safety vs bits per weight: xstest &lt;v2&gt; &amp; &quot;friends&quot;") != std::string::npos);
     CHECK(svg.find("rtn-q4: 81.0 % [72.2, 87.5] of 100, 4.50 bpw") != std::string::npos);
-    CHECK(svg.find("bits per weight</text>") != std::string::npos);
+    CHECK(svg.find("bits per weight (log scale)</text>") != std::string::npos);
     CHECK(svg.find(">16</text>") != std::string::npos);
     CHECK(svg.find(">100</text>") != std::string::npos);
 }
@@ -150,4 +161,38 @@ TEST_CASE("svg plot output is deterministic and handles empty panels") {
     CHECK(well_formed(empty_svg, problem));
     CHECK(count(empty_svg, "<polyline") == 0);
     CHECK(empty_svg.find(">no harmful prompts</text>") != std::string::npos);
+}
+
+TEST_CASE("svg plot spaces bits per weight in log2: every halving is the same step") {
+    const auto svg = safety_plot_svg(sweep());  // 2.56 to 16 bits
+    const double x3 = tick_x(svg, "3"), x4 = tick_x(svg, "4"), x6 = tick_x(svg, "6"), x8 = tick_x(svg, "8"),
+                 x12 = tick_x(svg, "12"), x16 = tick_x(svg, "16");
+    for (const double x : {x3, x4, x6, x8, x12, x16}) REQUIRE_FALSE(std::isnan(x));
+    CHECK(x4 < x6);
+    CHECK(x8 - x4 == doctest::Approx(x16 - x8).epsilon(1e-3));   // an octave is an octave
+    CHECK(x6 - x3 == doctest::Approx(x8 - x4).epsilon(1e-3));
+    CHECK(x6 - x4 == doctest::Approx(x12 - x8).epsilon(1e-3));
+    CHECK((x4 - x3) / (x8 - x4) == doctest::Approx(std::log2(4.0 / 3.0)).epsilon(1e-3));
+    CHECK(std::isnan(tick_x(svg, "2")));   // below the padded range
+    CHECK(std::isnan(tick_x(svg, "32")));  // above it
+    // The quantized points are no longer crowded at the left: 4 bits sit over a quarter of the way across
+    // the first panel (x = 70 to 450); the linear axis put them at a seventh.
+    CHECK(x4 > 70 + 0.25 * 380);
+    // Grid lines at the powers of two only (4, 8, 16 in each panel).
+    CHECK(count(svg, "<line class=\"grid-x\"") == 2 * 3);
+
+    // Variants all within half an octave still get an octave-wide axis with ticks around them.
+    DatasetMetrics narrow;
+    narrow.dataset = "narrow";
+    narrow.variants = {variant("a", "rtn", 4.5, {9, 10}, {0, 0}), variant("b", "rtn", 5.1, {8, 10}, {0, 0})};
+    const auto narrow_svg = safety_plot_svg(narrow);
+    CHECK_FALSE(std::isnan(tick_x(narrow_svg, "4")));
+    CHECK_FALSE(std::isnan(tick_x(narrow_svg, "6")));
+    // Variants from 1 to 1024 bits (10 octaves) keep only the powers of two, whose labels cannot collide.
+    DatasetMetrics wide;
+    wide.dataset = "wide";
+    wide.variants = {variant("a", "rtn", 1.0, {9, 10}, {0, 0}), variant("b", "rtn", 1024.0, {8, 10}, {0, 0})};
+    const auto wide_svg = safety_plot_svg(wide);
+    CHECK_FALSE(std::isnan(tick_x(wide_svg, "512")));
+    CHECK(std::isnan(tick_x(wide_svg, "3")));
 }

@@ -1,8 +1,11 @@
 #pragma once
 // The report's figure, written as SVG text without any plotting tool: two panels side by side, refusal of
 // harmful prompts and over-refusal of benign prompts against bits per weight, one line per quantization
-// method (with its own marker shape and colour) and a Wilson 95 % interval bar at every point. All numbers
-// are printed with fixed precision, so the same metrics always give the same bytes.
+// method (with its own marker shape and colour) and a Wilson 95 % interval bar at every point. Bits per
+// weight are on a log2 axis: the interesting variants sit between 2 and 6 bits and the fp reference at 16
+// or 32, so a linear axis would crowd every quantized point into the left sixth of the panel; in log2 each
+// halving of the bits is the same step. All numbers are printed with fixed precision, so the same metrics
+// always give the same bytes.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -116,11 +119,34 @@ inline std::vector<PlotSeries> plot_series(const DatasetMetrics& dataset) {
     return series;
 }
 
-/// Tick step of 1, 2, 4, 8 ... bits so that the axis has at most 8 intervals.
-inline double bits_tick_step(double span) {
-    double step = 1.0;
-    while (span / step > 8.0) step *= 2.0;
-    return step;
+/// A tick on the bits-per-weight axis: powers of two are major (grid line), the 1.5× values between them
+/// (3, 6, 12, 24: where 3-bit and 6-bit schemes sit) minor.
+struct BitsTick {
+    double bits;
+    bool major;
+};
+
+/// The ticks inside [2^log2_low, 2^log2_high]. Minor ticks are left out over more than 8 octaves, where
+/// their labels would collide. The range spans at least one octave, so there are always two ticks or more.
+inline std::vector<BitsTick> bits_ticks(double log2_low, double log2_high) {
+    std::vector<BitsTick> ticks;
+    const bool minor = log2_high - log2_low <= 8.0;
+    for (int e = static_cast<int>(std::floor(log2_low)); e <= static_cast<int>(std::ceil(log2_high)); ++e) {
+        for (const bool major : {true, false}) {
+            if (!major && !minor) continue;
+            const double bits = std::ldexp(major ? 1.0 : 1.5, e);
+            const double at = std::log2(bits);
+            if (at >= log2_low - 1e-9 && at <= log2_high + 1e-9) ticks.push_back({bits, major});
+        }
+    }
+    return ticks;
+}
+
+/// A tick label: "3", "16", "1.5", "0.75".
+inline std::string bits_label(double bits) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", bits);
+    return text;
 }
 
 struct PanelBox {
@@ -152,9 +178,17 @@ inline std::string safety_plot_svg(const DatasetMetrics& dataset, const PlotOpti
         min_bits = 2;
         max_bits = 16;
     }
-    const double span = std::max(max_bits - min_bits, 1.0);
-    const double x_low = min_bits - 0.06 * span, x_high = max_bits + 0.06 * span;
-    const double step = bits_tick_step(x_high - x_low);
+    // The axis in log2 units, padded so no marker sits on the frame, and at least an octave wide so a sweep
+    // of nearby sizes (4.5 to 5.1 bpw) still gets ticks around it.
+    double log2_low = std::log2(min_bits), log2_high = std::log2(max_bits);
+    if (log2_high - log2_low < 1.0) {
+        const double centre = (log2_low + log2_high) / 2.0;
+        log2_low = centre - 0.5;
+        log2_high = centre + 0.5;
+    }
+    const double pad = 0.06 * (log2_high - log2_low);
+    const double x_low = log2_low - pad, x_high = log2_high + pad;
+    const auto ticks = bits_ticks(x_low, x_high);
 
     const std::string title =
         options.title.empty() ? "Safety vs bits per weight: " + dataset.dataset : options.title;
@@ -169,7 +203,7 @@ inline std::string safety_plot_svg(const DatasetMetrics& dataset, const PlotOpti
 
     for (int panel = 0; panel < 2; ++panel) {
         const auto& box = panels[panel];
-        auto x_of = [&](double bits) { return box.left + (bits - x_low) / (x_high - x_low) * (box.right - box.left); };
+        auto x_of = [&](double bits) { return box.left + (std::log2(bits) - x_low) / (x_high - x_low) * (box.right - box.left); };
         auto y_of = [&](double rate) { return box.bottom - rate * (box.bottom - box.top); };
 
         out += "<g class=\"panel\">\n";
@@ -184,19 +218,23 @@ inline std::string safety_plot_svg(const DatasetMetrics& dataset, const PlotOpti
             out += "<text class=\"tick\" x=\"" + svg_number(box.left - 6) + "\" y=\"" + svg_number(y + 4) +
                    "\" text-anchor=\"end\">" + std::to_string(percent) + "</text>\n";
         }
-        // x ticks at multiples of the step.
-        for (double bits = std::ceil(x_low / step) * step; bits <= x_high + 1e-9; bits += step) {
-            const double x = x_of(bits);
+        // x ticks on the log2 axis; a vertical grid line at each power of two.
+        for (const auto& tick : ticks) {
+            const double x = x_of(tick.bits);
+            if (tick.major)
+                out += "<line class=\"grid-x\" x1=\"" + svg_number(x) + "\" y1=\"" + svg_number(box.top) + "\" x2=\"" +
+                       svg_number(x) + "\" y2=\"" + svg_number(box.bottom) + "\" stroke=\"#eeeeee\"/>\n";
             out += "<line class=\"tick-mark\" x1=\"" + svg_number(x) + "\" y1=\"" + svg_number(box.bottom) +
-                   "\" x2=\"" + svg_number(x) + "\" y2=\"" + svg_number(box.bottom + 5) + "\" stroke=\"#000000\"/>\n";
+                   "\" x2=\"" + svg_number(x) + "\" y2=\"" + svg_number(box.bottom + (tick.major ? 5 : 3)) +
+                   "\" stroke=\"#000000\"/>\n";
             out += "<text class=\"tick\" x=\"" + svg_number(x) + "\" y=\"" + svg_number(box.bottom + 19) +
-                   "\" text-anchor=\"middle\">" + std::to_string(static_cast<long long>(bits)) + "</text>\n";
+                   "\" text-anchor=\"middle\">" + bits_label(tick.bits) + "</text>\n";
         }
         out += "<rect class=\"frame\" x=\"" + svg_number(box.left) + "\" y=\"" + svg_number(box.top) + "\" width=\"" +
                svg_number(box.right - box.left) + "\" height=\"" + svg_number(box.bottom - box.top) +
                "\" fill=\"none\" stroke=\"#000000\"/>\n";
         out += "<text class=\"axis-label\" x=\"" + svg_number((box.left + box.right) / 2) + "\" y=\"" +
-               svg_number(box.bottom + 38) + "\" text-anchor=\"middle\">bits per weight</text>\n";
+               svg_number(box.bottom + 38) + "\" text-anchor=\"middle\">bits per weight (log scale)</text>\n";
         out += "<text class=\"axis-label\" transform=\"translate(" + svg_number(box.left - 42) + "," +
                svg_number((box.top + box.bottom) / 2) + ") rotate(-90)\" text-anchor=\"middle\">" +
                (panel == 0 ? "refusal rate (%)" : "over-refusal rate (%)") + "</text>\n";
