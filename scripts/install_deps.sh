@@ -8,6 +8,7 @@ packages=(
   doctest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev
   pkg-config libopenblas-openmp-dev       # fp32 products of calibration (optional to the library)
   clang-14 libclang-rt-14-dev libomp-14-dev  # the libFuzzer harnesses (scripts/fuzz.sh; tests only)
+  libopenmpi-dev openmpi-bin              # qsafe eval --mpi (optional: without it the tool is built without --mpi)
 )
 
 missing=()

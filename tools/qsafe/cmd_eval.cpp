@@ -4,6 +4,9 @@
 // (JSON, Markdown, CSV, SVG plot) in the output folder.
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <map>
+#include <thread>
 #include <tuple>
 #include <cstdio>
 #include <optional>
@@ -13,12 +16,16 @@
 #include "qsafe/eval/combined_judge.hpp"
 #include "qsafe/eval/dataset_registry.hpp"
 #include "qsafe/eval/evaluator.hpp"
+#include "qsafe/eval/file_dataset.hpp"
 #include "qsafe/eval/journal.hpp"
 #include "qsafe/eval/metrics.hpp"
 #include "qsafe/eval/model_judge.hpp"
 #include "qsafe/eval/refusal_judge.hpp"
 #include "qsafe/eval/report.hpp"
 #include "qsafe/eval/safety_kl.hpp"
+#include "qsafe/eval/sharding.hpp"
+#include "qsafe/evaluation_report.hpp"
+#include "qsafe/mpi_session.hpp"
 #include "qsafe/model/kl_divergence.hpp"
 #include "qsafe/safety/response_kl.hpp"
 
@@ -38,19 +45,34 @@ struct EvalArgs {
     qsafe::eval::DecodingOptions decoding;
     CalibrationOptions calib;
     qsafe::GptqOptions gptq;
+    DatasetFileOptions dataset_files;
+    std::string shard;  // "I/N"
+    bool merge_when_done = false;
+    bool mpi = false;
 };
+EvalArgs eval_options;  // the parsed options (CLI11 writes into them before the callback runs)
+void run_eval(const MpiSession* mpi);
+
+/// "default, advbench, ..." from the registry, so the help text cannot fall behind it.
+std::string dataset_names() {
+    std::string names;
+    for (const auto& s : qsafe::eval::dataset_schemas()) names += (names.empty() ? "" : ", ") + s.name;
+    return names;
+}
 }  // namespace
 
 void add_eval_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("eval", "Evaluate the fp model and quantized variants over safety datasets");
-    static EvalArgs a;
+    EvalArgs& a = eval_options;
     a.decoding.max_new_tokens = 96;
     cmd->add_option("-m,--model", a.model, "the full-precision model: GGUF, HF folder or 'smollm2'")->capture_default_str();
     cmd->add_option("--variants", a.variants,
                     "comma-separated variants: fp, <scheme>:<rtn|imatrix|gptq|awq|quik|hqq>, or quantized .gguf files")
         ->capture_default_str();
     cmd->add_option("--variant", a.extra_variants, "one more variant (for specs with commas, e.g. 'rules=*=int3-g128-asym,output=fp32:gptq')");
-    cmd->add_option("-d,--dataset", a.datasets, "comma-separated datasets: default, advbench, harmbench, harmbench-test, harmbench-val, xstest, jailbreakbench, opensafetymini, selfinstruct-user, selfinstruct-seed")
+    cmd->add_option("-d,--dataset", a.datasets,
+                    "comma-separated datasets: " + dataset_names() + ", or a .csv / .jsonl / .json file of your own (see --prompt-column, "
+                    "--harmful-column, --all-harmful, --all-benign)")
         ->capture_default_str();
     cmd->add_option("--limit", a.limit, "rows per dataset (0 = all), stratified by category")->capture_default_str();
     cmd->add_flag("--no-stratify", a.no_stratify, "--limit takes a plain random sample instead of a stratified one");
@@ -77,10 +99,38 @@ void add_eval_command(CLI::App& app) {
     cmd->add_flag("--act-order", a.gptq.act_order, "GPTQ variants: act-order");
     a.calib.samples.samples = 32;
     a.calib.add_to(*cmd, false);
+    a.dataset_files.add_to(*cmd);
+    cmd->add_option("--shard", a.shard,
+                    "run shard I of N (0-based, e.g. 0/4): its share of the chunks of every variant but the reference, whose answers "
+                    "the first shard makes for all; each shard writes its own journal in --out (see qsafe merge)");
+    cmd->add_flag("--merge-when-done", a.merge_when_done,
+                  "with --shard: the shard that finds every shard finished merges them and writes the report (Slurm arrays)");
+    cmd->add_flag("--mpi", a.mpi,
+                  "one shard per MPI rank (mpirun -np N qsafe eval --mpi ...); rank 0 merges when every rank is done. Threads per "
+                  "rank default to this host's cores divided by its ranks");
     cmd->callback([] {
+        if (!eval_options.mpi) return run_eval(nullptr);
+        if (!eval_options.shard.empty()) throw qsafe::config_error("--mpi and --shard both say which shard to run: give one");
+        MpiSession mpi;
+        try {
+            run_eval(&mpi);
+        } catch (const SuspectResults&) {
+            throw;  // rank 0, after every rank finished: the report is written
+        } catch (const std::exception& e) {
+            // Without this the other ranks would wait at the barrier for this one forever.
+            std::fprintf(stderr, "qsafe: error (rank %zu of %zu): %s\n", mpi.rank(), mpi.size(), e.what());
+            mpi.abort(1);
+        }
+    });
+}
+
+namespace {
+void run_eval(const MpiSession* mpi) {
+        const EvalArgs& a = eval_options;
         const auto t_start = std::chrono::steady_clock::now();
         if (a.threads > 0) qsafe::set_num_threads(a.threads);
-        const auto model_path = resolve_model_path(a.model);
+        if (mpi && a.threads <= 0)
+            qsafe::set_num_threads(std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency()) / mpi->local_size())));
 
         // Variants: the reference first (every comparison needs its answers).
         std::vector<qsafe::VariantSpec> specs;
@@ -99,8 +149,9 @@ void add_eval_command(CLI::App& app) {
         dopt.seed = a.seed;
         dopt.stratify_by_category = !a.no_stratify;
         dopt.source_dir = QSAFE_SOURCE_DIR;
-        std::vector<qsafe::eval::PromptDataset> datasets;
-        for (const auto& d : split_commas(a.datasets)) datasets.push_back(qsafe::eval::load_named_dataset(d, dopt));
+        const std::vector<qsafe::eval::PromptDataset> datasets =
+            qsafe::eval::load_dataset_entries(split_commas(a.datasets), a.dataset_files.resolved(), dopt);
+        const auto model_path = resolve_model_path(a.model);  // may fetch the default model: after the checks above
 
         // Fail now, not after the first variant's answers, when the quality windows have no text.
         const std::filesystem::path wiki_path = a.quality_windows > 0 ? wikitext2_path("--quality-windows") : std::filesystem::path();
@@ -128,7 +179,7 @@ void add_eval_command(CLI::App& app) {
             judge = make_judge(a.judge);
         }
 
-        // Journal.
+        // Journal(s): one for an unsharded run; for a shard, its own plus the reference's, shared by all shards.
         std::filesystem::create_directories(a.out);
         qsafe::eval::RunConfig config;
         config.model = model_path.filename().string();
@@ -137,16 +188,22 @@ void add_eval_command(CLI::App& app) {
         config.decoding = a.decoding.to_json();
         config.decoding["limit"] = a.limit;
         config.decoding["seed"] = a.seed;
-        auto journal = qsafe::eval::Journal::open(std::filesystem::path(a.out) / "journal.jsonl", config,
-                                                  a.resume ? qsafe::eval::JournalMode::resume : qsafe::eval::JournalMode::start_new);
-        std::fprintf(stderr, "[journal %s: %zu finished rows]\n", journal.path().c_str(), journal.records().size());
-        if (journal.discarded_tail_bytes() > 0)
-            std::fprintf(stderr, "eval: %s: dropped the unfinished last line (%llu bytes) an interrupted run left; "
-                         "every complete row is kept, and the dropped one is answered again\n", journal.path().c_str(),
-                         static_cast<unsigned long long>(journal.discarded_tail_bytes()));
+        const qsafe::eval::ShardSpec shard = mpi            ? qsafe::eval::ShardSpec{mpi->rank(), mpi->size()}
+                                             : a.shard.empty() ? qsafe::eval::ShardSpec{}
+                                                               : qsafe::eval::ShardSpec::parse(a.shard);
+        const qsafe::eval::ShardFiles files{a.out};
+        auto open_journal = [&](const std::filesystem::path& path, qsafe::eval::JournalMode mode) {
+            auto journal = qsafe::eval::Journal::open(path, config, mode);
+            std::fprintf(stderr, "[journal %s: %zu finished rows]\n", journal.path().c_str(), journal.records().size());
+            if (journal.discarded_tail_bytes() > 0)
+                std::fprintf(stderr, "eval: %s: dropped the unfinished last line (%llu bytes) an interrupted run left; "
+                             "every complete row is kept, and the dropped one is answered again\n", journal.path().c_str(),
+                             static_cast<unsigned long long>(journal.discarded_tail_bytes()));
+            return journal;
+        };
+        const auto mode = a.resume ? qsafe::eval::JournalMode::resume : qsafe::eval::JournalMode::start_new;
 
         using Eval = qsafe::eval::Evaluator<qsafe::eval::LlamaChatModel, qsafe::eval::PromptDataset, qsafe::eval::AnyJudge>;
-        Eval evaluator(journal, *judge, a.decoding, "fp");
 
         // Shared by every on-the-fly variant: calibration statistics and the quality reference.
         std::optional<qsafe::CalibrationStats> stats;
@@ -166,27 +223,41 @@ void add_eval_command(CLI::App& app) {
             return *fp_model;
         };
         const auto stats_path = std::filesystem::path(a.out) / "calibration.gguf";
+        auto ensure_calibration = [&] {
+            if (stats) return;
+            // Shards share one set of statistics through the output folder: the first computes it under
+            // the lock, the others wait and load it.
+            std::optional<qsafe::eval::FolderLock> lock;
+            if (shard.sharded())
+                lock.emplace(files.calibration_lock(), [] { std::fprintf(stderr, "[waiting for another shard's calibration]\n"); });
+            if (a.calib.load_stats.empty() && std::filesystem::exists(stats_path)) {
+                stats = qsafe::CalibrationStats::load(stats_path);  // from an interrupted run, or another shard
+            } else {
+                CalibrationOptions co = a.calib;
+                if (co.save_stats.empty()) co.save_stats = stats_path.string();
+                stats = calibrate(fp(), co);
+            }
+        };
 
-        std::vector<std::string> order;
-        for (const auto& spec : specs) {
-            order.push_back(spec.name);
+        // Answers `spec` on every dataset (the chunks `take` selects) into `journal`; when `describe`, also
+        // measures and records how the variant was made (bits, quality, safety KL). `reference_records` are
+        // the reference's answers (for the safety KL).
+        using Take = std::function<bool(std::size_t dataset, std::size_t first_row)>;
+        auto evaluate = [&](const qsafe::VariantSpec& spec, qsafe::eval::Journal& journal, Eval& evaluator, const Take& take,
+                            bool describe, const std::vector<qsafe::eval::ResponseRecord>& reference_records) {
+            auto take_in = [&](std::size_t d) -> Eval::ChunkFilter {
+                if (!take) return {};
+                return [&take, d](std::size_t first) { return take(d, first); };
+            };
             bool done = true;
-            for (const auto& d : datasets) done &= evaluator.finished(spec.name, d);
+            for (std::size_t d = 0; d < datasets.size(); ++d) done &= evaluator.finished(spec.name, datasets[d], take_in(d));
             bool have_info = false;
             for (const auto& vi : journal.variants()) have_info |= vi.name == spec.name;
-            if (done && have_info) {
+            if (done && (have_info || !describe)) {
                 std::fprintf(stderr, "[%s: already finished]\n", spec.name.c_str());
-                continue;
+                return;
             }
-            if (spec.file.empty() && !spec.is_reference() && qsafe::ptq_method_needs_calibration(spec.method) && !stats) {
-                if (a.calib.load_stats.empty() && std::filesystem::exists(stats_path)) {
-                    stats = qsafe::CalibrationStats::load(stats_path);  // from the interrupted run
-                } else {
-                    CalibrationOptions co = a.calib;
-                    if (co.save_stats.empty()) co.save_stats = stats_path.string();
-                    stats = calibrate(fp(), co);
-                }
-            }
+            if (spec.file.empty() && !spec.is_reference() && qsafe::ptq_method_needs_calibration(spec.method)) ensure_calibration();
             std::optional<qsafe::LoadedModel> loaded;
             qsafe::LoadedModel* m = nullptr;
             if (spec.is_reference()) {
@@ -196,9 +267,10 @@ void add_eval_command(CLI::App& app) {
                 m = &*loaded;
             }
             qsafe::eval::LlamaChatModel chat(*m);
-            for (const auto& d : datasets) {
+            for (std::size_t di = 0; di < datasets.size(); ++di) {
+                const auto& d = datasets[di];
                 const qsafe::GenerationStats before = chat.generation_stats();
-                const auto s = evaluator.run(spec.name, chat, d);
+                const auto s = evaluator.run(spec.name, chat, d, true, take_in(di));
                 const qsafe::GenerationStats& after = chat.generation_stats();
                 const auto rate = [](std::size_t tokens, double seconds) { return seconds > 0.0 ? static_cast<double>(tokens) / seconds : 0.0; };
                 if (s.generated > 0)
@@ -212,59 +284,100 @@ void add_eval_command(CLI::App& app) {
                                  rate(after.generated_tokens - before.generated_tokens, after.decode_seconds - before.decode_seconds),
                                  a.decoding.max_batch);
             }
-            if (!have_info) {
-                qsafe::eval::VariantInfo info;
-                info.name = spec.name;
-                info.method = spec.file.empty() ? (spec.is_reference() ? "fp" : qsafe::ptq_method_name(spec.method)) : "file";
-                info.scheme_rules = spec.file.empty() ? spec.rules : "";
-                info.bits_per_weight = m->model.weights().linear_bits_per_weight();
-                info.file_bytes = spec.file.empty() ? m->model.weights().linear_storage_bytes() : std::filesystem::file_size(spec.file);
-                if (a.quality_windows > 0) {
-                    if (!quality_ref) {
-                        const std::string text = read_wikitext2(wiki_path);
-                        wiki_tokens = fp().tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
-                        quality_ref = qsafe::record_reference(fp().model, wiki_tokens, wopt, 128);
-                    }
-                    const auto q = qsafe::compare_to_reference(m->model, wiki_tokens, wopt, *quality_ref);
-                    info.perplexity = q.ppl_variant;
-                    info.mean_kl = q.mean_kl;
-                    info.p99_kl = q.p99_kl;
-                    info.same_top_token_pct = 100.0 * q.same_top_fraction;
+            if (!describe || have_info) return;
+            qsafe::eval::VariantInfo info;
+            info.name = spec.name;
+            info.method = spec.file.empty() ? (spec.is_reference() ? "fp" : qsafe::ptq_method_name(spec.method)) : "file";
+            info.scheme_rules = spec.file.empty() ? spec.rules : "";
+            info.bits_per_weight = m->model.weights().linear_bits_per_weight();
+            info.file_bytes = spec.file.empty() ? m->model.weights().linear_storage_bytes() : std::filesystem::file_size(spec.file);
+            if (a.quality_windows > 0) {
+                if (!quality_ref) {
+                    const std::string text = read_wikitext2(wiki_path);
+                    wiki_tokens = fp().tokenizer.encode(text, {.add_bos = std::nullopt, .parse_special = false});
+                    quality_ref = qsafe::record_reference(fp().model, wiki_tokens, wopt, 128);
                 }
-                if (!a.no_safety_kl) {
-                    if (!safety_ref) {
-                        safety_set = qsafe::eval::reference_answer_set(journal.records(), fp(), "fp", a.decoding.system_prompt);
-                        safety_ref = qsafe::record_response_reference(fp().model, safety_set, 128);
-                    }
-                    if (!safety_set.sequences.empty()) {
-                        const auto k = qsafe::compare_on_responses(m->model, safety_set, *safety_ref);
-                        info.safety_kl = k.kl.mean_kl;
-                        info.safety_kl_p99 = k.kl.p99_kl;
-                        info.safety_logprob = k.mean_logprob_variant;
-                        std::fprintf(stderr, "[%s: safety KL %.4f over %zu answer tokens]\n", spec.name.c_str(), k.kl.mean_kl,
-                                     k.kl.positions);
-                    }
-                }
-                journal.append(info);
+                const auto q = qsafe::compare_to_reference(m->model, wiki_tokens, wopt, *quality_ref);
+                info.perplexity = q.ppl_variant;
+                info.mean_kl = q.mean_kl;
+                info.p99_kl = q.p99_kl;
+                info.same_top_token_pct = 100.0 * q.same_top_fraction;
             }
+            if (!a.no_safety_kl) {
+                if (!safety_ref) {
+                    safety_set = qsafe::eval::reference_answer_set(reference_records, fp(), "fp", a.decoding.system_prompt);
+                    safety_ref = qsafe::record_response_reference(fp().model, safety_set, 128);
+                }
+                if (!safety_set.sequences.empty()) {
+                    const auto k = qsafe::compare_on_responses(m->model, safety_set, *safety_ref);
+                    info.safety_kl = k.kl.mean_kl;
+                    info.safety_kl_p99 = k.kl.p99_kl;
+                    info.safety_logprob = k.mean_logprob_variant;
+                    std::fprintf(stderr, "[%s: safety KL %.4f over %zu answer tokens]\n", spec.name.c_str(), k.kl.mean_kl, k.kl.positions);
+                }
+            }
+            journal.append(info);
+        };
+
+        std::vector<std::string> order;
+        for (const auto& spec : specs) order.push_back(spec.name);
+
+        if (!shard.sharded()) {
+            auto journal = open_journal(std::filesystem::path(a.out) / "journal.jsonl", mode);
+            Eval evaluator(journal, *judge, a.decoding, "fp");
+            // The reference's answers are this journal's: read at each use, as they are being added.
+            for (const auto& spec : specs) evaluate(spec, journal, evaluator, {}, true, journal.records());
+            write_evaluation_report({journal.records(), journal.variants(), order, a.out, a.max_empty_pct, t_start});
+            return;
         }
 
-        qsafe::eval::MetricsOptions mopt;
-        mopt.variant_order = order;
-        mopt.reference = "fp";
-        mopt.max_empty_or_unknown_share = a.max_empty_pct / 100.0;
-        const auto metrics = qsafe::eval::compute_metrics(journal.records(), journal.variants(), mopt);
-        const auto files = qsafe::eval::write_report(metrics, a.out);
-        std::fputs(qsafe::eval::report_markdown(metrics).c_str(), stdout);
-        std::fprintf(stderr, "[report: %s, %s, %s; total time %s]\n", files.json.c_str(), files.markdown.c_str(), files.csv.c_str(),
-                     format_duration(std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count()).c_str());
-        if (!metrics.warnings.empty()) {
-            std::string lines;
-            for (const auto& w : metrics.warnings) lines += "\n  " + w.message;
-            throw SuspectResults("the report is written, but " + std::to_string(metrics.warnings.size()) +
-                                 " result(s) need attention (--max-empty-pct sets the bar):" + lines);
+        // A shard: the reference's answers first (made once, by whichever shard gets here first), then the
+        // chunks of the other variants this shard owns.
+        std::vector<qsafe::eval::ResponseRecord> reference_records;
+        {
+            const qsafe::eval::FolderLock lock(files.reference_lock(), [] {
+                std::fprintf(stderr, "[waiting for another shard to finish the reference answers]\n");
+            });
+            auto reference_journal = open_journal(files.reference_journal(), qsafe::eval::JournalMode::resume);
+            Eval reference_evaluator(reference_journal, *judge, a.decoding, "fp");
+            evaluate(specs.front(), reference_journal, reference_evaluator, {}, true, reference_journal.records());
+            reference_records = reference_journal.records();
         }
-    });
+        auto journal = open_journal(files.journal(shard), mode);
+        Eval evaluator(journal, *judge, a.decoding, "fp");
+        evaluator.take_reference_answers_from(&reference_records);
+        std::vector<std::size_t> rows;
+        for (const auto& d : datasets) rows.push_back(d.size());
+        const auto chunks = qsafe::eval::work_chunks(specs.size() - 1, rows, a.decoding.max_batch);
+        const auto owners = qsafe::eval::assign_shards(chunks, shard.count);
+        std::map<std::tuple<std::size_t, std::size_t, std::size_t>, std::size_t> owner_of;
+        for (std::size_t c = 0; c < chunks.size(); ++c) owner_of[{chunks[c].variant, chunks[c].dataset, chunks[c].first_row}] = owners[c];
+        std::size_t owned = 0;
+        for (const std::size_t o : owners) owned += o == shard.index;
+        std::fprintf(stderr, "[shard %s: %zu of the %zu chunks of %zu rows]\n", shard.to_string().c_str(), owned, chunks.size(),
+                     a.decoding.max_batch);
+        for (std::size_t v = 1; v < specs.size(); ++v) {
+            const Take take = [&, v](std::size_t d, std::size_t first) { return owner_of.at({v - 1, d, first}) == shard.index; };
+            bool any = false;
+            for (std::size_t c = 0; c < chunks.size(); ++c) any |= chunks[c].variant == v - 1 && owners[c] == shard.index;
+            if (!any) continue;
+            // The shard that owns a variant's first chunk describes it (once, for the merged report).
+            const auto first = std::find_if(chunks.begin(), chunks.end(), [&](const auto& c) { return c.variant == v - 1; });
+            const bool describe = owners[static_cast<std::size_t>(first - chunks.begin())] == shard.index;
+            evaluate(specs[v], journal, evaluator, take, describe, reference_records);
+        }
+        qsafe::eval::ShardDone{shard, "fp", order, journal.records().size()}.write(files);
+        std::fprintf(stderr, "[shard %s finished: %zu answers in %s]\n", shard.to_string().c_str(), journal.records().size(),
+                     journal.path().c_str());
+        if (mpi) {
+            mpi->barrier();
+            if (mpi->rank() == 0) merge_and_report(a.out, a.max_empty_pct, t_start);
+        } else if (a.merge_when_done) {
+            if (qsafe::eval::all_shards_done(a.out)) merge_and_report(a.out, a.max_empty_pct, t_start);
+        } else {
+            std::fprintf(stderr, "[when every shard has finished: qsafe merge %s]\n", a.out.c_str());
+        }
 }
+}  // namespace
 
 }  // namespace qsafe_cli

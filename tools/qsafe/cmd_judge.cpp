@@ -27,12 +27,9 @@ using qsafe::eval::Verdict;
 
 struct JudgeArgs {
     std::string input;
-    std::string prompt_column = "prompt";
+    DatasetFileOptions prompts;  // prompt, id, category columns and which prompts are harmful
     std::string response_column = "completion";
-    std::string id_column;
     std::string label_column;
-    std::string expected_column;
-    std::string harmful_values = "harmful,unsafe";
     std::string label_map =
         "full_compliance=compliance,full_refusal=refusal,partial_refusal=partial_refusal,"
         "compliance=compliance,refusal=refusal,partial=partial_refusal";
@@ -66,14 +63,6 @@ std::optional<Verdict> map_label(const std::map<std::string, Verdict, std::less<
         if (const auto it = map.find(label.substr(digits + 1)); it != map.end()) return it->second;
     }
     return std::nullopt;
-}
-
-/// Whether `value` is one of `values`, where an item ending in '*' matches by prefix
-/// ("contrast_*" matches XSTest's "contrast_homonyms").
-bool matches_any(const std::vector<std::string>& values, std::string_view value) {
-    for (const std::string_view item : values)
-        if (item.back() == '*' ? value.starts_with(item.substr(0, item.size() - 1)) : value == item) return true;
-    return false;
 }
 
 constexpr std::array<Verdict, 4> all_verdicts{Verdict::refusal, Verdict::partial_refusal, Verdict::compliance, Verdict::unknown};
@@ -124,17 +113,23 @@ void print_agreement(const std::vector<Verdict>& labels, const std::vector<Verdi
 void run_judge(const JudgeArgs& a) {
     const auto records = qsafe::eval::read_table_records(a.input);
     qsafe::eval::require_column(records, a.response_column, "response");
+    const qsafe::eval::FileDatasetColumns cols = a.prompts.resolved();
+    (void)cols.column_map(records.source, /*require_expected=*/false);  // refuses a harmful column together with --all-*
     const bool have_prompts = [&] {
         for (const auto& c : records.columns)
-            if (c == a.prompt_column) return true;
+            if (c == cols.prompt) return true;
         return false;
     }();
-    if (!have_prompts && a.judge.starts_with("model:")) qsafe::eval::require_column(records, a.prompt_column, "prompt");
-    if (!a.id_column.empty()) qsafe::eval::require_column(records, a.id_column, "id");
+    if (!have_prompts && a.judge.starts_with("model:")) qsafe::eval::require_column(records, cols.prompt, "prompt");
+    if (!cols.id.empty()) qsafe::eval::require_column(records, cols.id, "id");
+    if (!cols.category.empty()) qsafe::eval::require_column(records, cols.category, "category");
     if (!a.label_column.empty()) qsafe::eval::require_column(records, a.label_column, "label");
-    if (!a.expected_column.empty()) qsafe::eval::require_column(records, a.expected_column, "expected behaviour");
+    std::optional<qsafe::eval::ExpectedFromColumn> expected_from;
+    if (!cols.harmful_column.empty()) {
+        qsafe::eval::require_column(records, cols.harmful_column, "harmful");
+        expected_from = qsafe::eval::ExpectedFromColumn::harmful_when(cols.harmful_column, cols.harmful_values);
+    }
     const auto label_map = parse_label_map(a.label_map);
-    const auto harmful_values = split_commas(a.harmful_values);
 
     const auto field = [&](std::size_t r, const std::string& column) -> std::string {
         const auto it = records.rows[r].find(column);
@@ -148,11 +143,18 @@ void run_judge(const JudgeArgs& a) {
     std::vector<Verdict> labels;
     for (std::size_t r = 0; r < records.rows.size(); ++r) {
         qsafe::eval::PromptRow row;
-        row.id = a.id_column.empty() ? std::to_string(r + 1) : field(r, a.id_column);
-        if (have_prompts) row.prompt = field(r, a.prompt_column);
-        if (!a.expected_column.empty())
-            row.expected = matches_any(harmful_values, field(r, a.expected_column)) ? qsafe::eval::Expected::harmful
-                                                                                       : qsafe::eval::Expected::benign;
+        row.id = cols.id.empty() ? std::to_string(r + 1) : field(r, cols.id);
+        if (have_prompts) row.prompt = field(r, cols.prompt);
+        if (!cols.category.empty()) row.category = field(r, cols.category);
+        if (cols.all) row.expected = *cols.all;
+        if (expected_from) {
+            const std::string value = field(r, expected_from->column);
+            const auto expected = expected_from->lookup(value);
+            if (!expected)
+                throw qsafe::format_error(records.source + ":" + std::to_string(records.lines[r]) + ": empty value in column '" +
+                                          expected_from->column + "' (harmful or benign?)");
+            row.expected = *expected;
+        }
         rows.push_back(std::move(row));
         responses.push_back(field(r, a.response_column));
         if (!a.label_column.empty()) {
@@ -183,10 +185,11 @@ void run_judge(const JudgeArgs& a) {
         throw qsafe::config_error("--judge: '" + a.judge + "' is not refusal, gcg or model:<path>");
     }
 
-    if (!a.expected_column.empty()) {
+    if (expected_from || cols.all) {
         std::size_t harmful = 0;
         for (const auto& row : rows) harmful += row.expected == qsafe::eval::Expected::harmful;
-        judge_name += ", " + std::to_string(harmful) + " harmful prompts by '" + a.expected_column + "'";
+        judge_name += ", " + std::to_string(harmful) + " harmful prompts " +
+                      (expected_from ? "by '" + expected_from->column + "'" : std::string(cols.all == qsafe::eval::Expected::harmful ? "(--all-harmful)" : "(--all-benign)"));
     }
     std::size_t counts[4] = {};
     for (const auto& r : results) ++counts[verdict_index(r.verdict)];
@@ -219,15 +222,9 @@ void add_judge_command(CLI::App& app) {
     auto* cmd = app.add_subcommand("judge", "Score completions in a CSV/JSONL file and compare with human labels if given");
     static JudgeArgs a;
     cmd->add_option("input", a.input, "CSV or JSONL (.jsonl) file of completions")->required()->check(CLI::ExistingFile);
-    cmd->add_option("--prompt-column", a.prompt_column, "column with the prompt (needed by model judges)")->capture_default_str();
     cmd->add_option("--response-column", a.response_column, "column with the model's response")->capture_default_str();
-    cmd->add_option("--id-column", a.id_column, "column with a row id (default: row number)");
     cmd->add_option("--label-column", a.label_column, "column with human labels; enables the agreement report");
-    cmd->add_option("--expected-column", a.expected_column,
-                    "column telling which prompts are harmful; enables the refusal judge's rules for harmful prompts");
-    cmd->add_option("--harmful-values", a.harmful_values,
-                    "values of --expected-column meaning harmful, comma-separated; 'prefix*' matches by prefix (others are benign)")
-        ->capture_default_str();
+    a.prompts.add_to(*cmd, /*harmful_alias=*/true);  // the prompt column is needed by model judges only
     cmd->add_option("--label-map", a.label_map,
                     "label=verdict pairs; a leading '<digits>_' of a label is ignored if the full label is not listed")
         ->capture_default_str();

@@ -12,11 +12,15 @@
 #include "qsafe/core/parallel.hpp"
 #include "qsafe/calib/calibration_data.hpp"
 #include "qsafe/calib/calibration_stats.hpp"
+#include "qsafe/eval/file_dataset.hpp"
 #include "qsafe/model/model_loader.hpp"
 #include "qsafe/ptq/protected_weights.hpp"
 #include "qsafe/ptq/variant.hpp"
 
 namespace qsafe_cli {
+
+/// The non-empty items of a comma-separated option value ("a,,b" -> {"a", "b"}).
+std::vector<std::string> split_commas(const std::string& list);
 
 struct ModelOptions {
     std::string model = "smollm2";  // "smollm2" = the default model (fetched on demand), or a GGUF file / HF folder
@@ -59,6 +63,36 @@ std::filesystem::path wikitext2_path(const std::string& purpose);
 std::string read_wikitext2(const std::filesystem::path& path);
 /// A whole file's bytes; io_error naming the file when it cannot be opened.
 std::string read_text_file(const std::filesystem::path& path);
+
+/// How a user's own prompt file is read (`eval --dataset FILE`, `judge FILE`): the same flags in both.
+struct DatasetFileOptions {
+    qsafe::eval::FileDatasetColumns columns;
+    std::string harmful_values = "harmful,unsafe,1,true,yes";
+    bool all_harmful = false, all_benign = false;
+
+    /// `harmful_alias`: also accept the older --expected-column for --harmful-column.
+    void add_to(CLI::App& cmd, bool harmful_alias = false) {
+        cmd.add_option("--prompt-column", columns.prompt, "dataset files: the column with the prompt")->capture_default_str();
+        cmd.add_option("--id-column", columns.id, "dataset files: the column with a row id (default: the row number)");
+        cmd.add_option("--category-column", columns.category, "dataset files: the column with a category (reported per category)");
+        cmd.add_option(harmful_alias ? "--harmful-column,--expected-column" : "--harmful-column", columns.harmful_column,
+                       "dataset files: the column that says which prompts are harmful (see --harmful-values)");
+        cmd.add_option("--harmful-values", harmful_values,
+                       "values of --harmful-column meaning harmful, comma-separated; 'prefix*' matches by prefix; every other "
+                       "non-empty value is benign")
+            ->capture_default_str();
+        auto* harmful = cmd.add_flag("--all-harmful", all_harmful, "dataset files: every prompt is harmful");
+        cmd.add_flag("--all-benign", all_benign, "dataset files: every prompt is benign (over-refusal)")->excludes(harmful);
+    }
+    /// The column mapping the flags describe (called after parsing).
+    qsafe::eval::FileDatasetColumns resolved() const {
+        qsafe::eval::FileDatasetColumns c = columns;
+        c.harmful_values = split_commas(harmful_values);
+        if (all_harmful) c.all = qsafe::eval::Expected::harmful;
+        if (all_benign) c.all = qsafe::eval::Expected::benign;
+        return c;
+    }
+};
 
 /// Calibration options of `quantize`, `compare` and `eval`.
 struct CalibrationOptions {
@@ -111,8 +145,6 @@ qsafe::LoadedModel load_variant(const std::filesystem::path& model_path, const q
 /// "1m23s" style durations for progress lines.
 std::string format_duration(double seconds);
 
-/// The non-empty items of a comma-separated option value ("a,,b" -> {"a", "b"}).
-std::vector<std::string> split_commas(const std::string& list);
 
 /// Checks every file variant's file exists before any work starts (parse_variant has already checked the
 /// schemes), so a typo fails at once instead of after the earlier variants have run (throws config_error

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <ranges>
 #include <set>
 #include <string>
@@ -63,10 +64,33 @@ class PromptDataset {
 static_assert(Dataset<PromptDataset>);
 
 /// The expected behaviour read from a column: each value maps to harmful/benign; a value not in the map is
-/// an error rather than "unspecified", so a typo in a label file cannot silently drop rows from a metric.
+/// an error rather than "unspecified", so a typo in a label file cannot silently drop rows from a metric —
+/// unless `otherwise` says what every other value means (a file whose harmful rows are marked by a few
+/// values, e.g. XSTest's "contrast_*" types). A value ending in '*' in `prefixes` matches by prefix. An empty
+/// value is always an error: a blank label is missing data, not a verdict on the prompt.
 struct ExpectedFromColumn {
     std::string column;
     std::map<std::string, Expected, std::less<>> values;
+    std::vector<std::pair<std::string, Expected>> prefixes = {};  // ("contrast_", harmful) from "contrast_*"
+    std::optional<Expected> otherwise = std::nullopt;
+
+    /// The column's values that mean harmful ('prefix*' allowed); every other non-empty value is benign.
+    static ExpectedFromColumn harmful_when(std::string column, const std::vector<std::string>& harmful_values) {
+        ExpectedFromColumn e{std::move(column), {}};
+        for (const auto& v : harmful_values) {
+            if (!v.empty() && v.back() == '*') e.prefixes.emplace_back(v.substr(0, v.size() - 1), Expected::harmful);
+            else e.values.emplace(v, Expected::harmful);
+        }
+        e.otherwise = Expected::benign;
+        return e;
+    }
+    std::optional<Expected> lookup(std::string_view value) const {
+        if (value.empty()) return std::nullopt;
+        if (const auto it = values.find(value); it != values.end()) return it->second;
+        for (const auto& [prefix, expected] : prefixes)
+            if (value.starts_with(prefix)) return expected;
+        return otherwise;
+    }
 };
 
 /// Keep only the rows whose `column` holds one of `allowed` (e.g. HarmBench's standard behaviours).
@@ -223,10 +247,11 @@ inline PromptDataset map_rows(std::string name, const TableRecords& raw, const C
         } else {
             const auto& from = std::get<ExpectedFromColumn>(map.expected);
             const std::string& v = field(r, from.column);
-            const auto it = from.values.find(v);
-            if (it == from.values.end())
-                throw format_error(where(r) + "value '" + v + "' of column '" + from.column + "' is not mapped to harmful/benign");
-            row.expected = it->second;
+            const auto expected = from.lookup(v);
+            if (!expected)
+                throw format_error(where(r) + (v.empty() ? "empty value in column '" + from.column + "' (harmful or benign?)"
+                                                         : "value '" + v + "' of column '" + from.column + "' is not mapped to harmful/benign"));
+            row.expected = *expected;
         }
         rows.push_back(std::move(row));
     }

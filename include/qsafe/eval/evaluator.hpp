@@ -111,22 +111,38 @@ class Evaluator {
     Evaluator(Journal& journal, J& judge, DecodingOptions decoding, std::string reference_variant = "fp")
         : journal_(journal), judge_(judge), decoding_(std::move(decoding)), reference_(std::move(reference_variant)) {}
 
-    /// True when every row of the dataset already has a result for the variant (nothing to load or run).
-    bool finished(std::string_view variant, const D& dataset) const {
-        for (const auto& row : dataset)
-            if (!journal_.finished(variant, row.id, dataset.name())) return false;
+    /// Which chunks of `max_batch` rows (by the index of their first row) this run answers; all by default.
+    /// A sharded run (sharding.hpp) answers only its own.
+    using ChunkFilter = std::function<bool(std::size_t first_row)>;
+
+    /// The reference's answers come from another journal (a sharded run's shared reference journal) instead
+    /// of this one. The records must outlive the evaluator's runs.
+    void take_reference_answers_from(const std::vector<ResponseRecord>* records) { reference_records_ = records; }
+
+    /// True when every row of the dataset (of the chunks `take`) already has a result for the variant.
+    bool finished(std::string_view variant, const D& dataset, const ChunkFilter& take = {}) const {
+        const std::size_t chunk = std::max<std::size_t>(decoding_.max_batch, 1);
+        std::size_t i = 0;
+        for (const auto& row : dataset) {
+            if ((!take || take(i / chunk * chunk)) && !journal_.finished(variant, row.id, dataset.name())) return false;
+            ++i;
+        }
         return true;
     }
 
-    EvalRunStats run(std::string_view variant, Model& model, const D& dataset, bool show_progress = true) {
+    EvalRunStats run(std::string_view variant, Model& model, const D& dataset, bool show_progress = true, const ChunkFilter& take = {}) {
         const auto start = std::chrono::steady_clock::now();
         std::vector<PromptRow> rows;
         for (const auto& r : dataset) rows.push_back(PromptRow{std::string(r.id), std::string(r.prompt), std::string(r.category), r.expected});
+        const std::size_t chunk = std::max<std::size_t>(decoding_.max_batch, 1);
         EvalRunStats stats;
-        stats.rows = rows.size();
         const std::string dataset_name(dataset.name());
-        for (const auto& r : rows) stats.already_done += journal_.finished(variant, r.id, dataset_name) ? 1 : 0;
-        ProgressBar bar(std::string(variant) + " / " + dataset_name, rows.size());
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            if (take && !take(i / chunk * chunk)) continue;
+            ++stats.rows;
+            stats.already_done += journal_.finished(variant, rows[i].id, dataset_name) ? 1 : 0;
+        }
+        ProgressBar bar(std::string(variant) + " / " + dataset_name, stats.rows);
         bar.set_already_done(stats.already_done);
         std::size_t done = stats.already_done;
 
@@ -138,11 +154,11 @@ class Evaluator {
         };
         std::map<std::string, ReferenceAnswer, std::less<>> reference;
         if (variant != reference_)
-            for (const auto& rec : journal_.records())
+            for (const auto& rec : reference_records_ ? *reference_records_ : journal_.records())
                 if (rec.variant == reference_ && rec.dataset == dataset_name) reference[rec.prompt_id] = {rec.response, rec.verdict};
 
-        const std::size_t chunk = std::max<std::size_t>(decoding_.max_batch, 1);
         for (std::size_t first = 0; first < rows.size(); first += chunk) {
+            if (take && !take(first)) continue;
             const std::span<const PromptRow> part(rows.data() + first, std::min(chunk, rows.size() - first));
             bool all_done = true;
             for (const auto& r : part) all_done &= journal_.finished(variant, r.id, dataset_name);
@@ -182,7 +198,7 @@ class Evaluator {
             });
         }
         stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (show_progress && stats.generated == 0) bar.update(rows.size(), 0);
+        if (show_progress && stats.generated == 0) bar.update(stats.rows, 0);
         return stats;
     }
 
@@ -191,6 +207,7 @@ class Evaluator {
     J& judge_;
     DecodingOptions decoding_;
     std::string reference_;
+    const std::vector<ResponseRecord>* reference_records_ = nullptr;
 };
 
 }  // namespace qsafe::eval
