@@ -166,8 +166,8 @@ inline ReportValue overall_group(const ReportValue& variant) {
     groups.fail("has no group with category 'all'");
 }
 
-/// A paired check (drop or rise) from the variant's comparison, before the family is corrected.
-/// `kind` is "harmful" or "benign"; null means the variant answered no prompts of that kind.
+/// A paired check (drop or rise) from the variant's comparison on harmful (drop) or benign (rise) prompts,
+/// before the family is corrected. A null comparison means the variant answered no prompts of that kind.
 inline GateCheck paired_check(const std::string& variant, const std::string& dataset, GateCriterion criterion,
                               const ReportValue& reference_group, const ReportValue& variant_group) {
     const bool drop = criterion == GateCriterion::refusal_drop;
