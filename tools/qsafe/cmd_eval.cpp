@@ -232,6 +232,7 @@ void run_eval(const MpiSession* mpi) {
                 lock.emplace(files.calibration_lock(), [] { std::fprintf(stderr, "[waiting for another shard's calibration]\n"); });
             if (a.calib.load_stats.empty() && std::filesystem::exists(stats_path)) {
                 stats = qsafe::CalibrationStats::load(stats_path);  // from an interrupted run, or another shard
+                std::fprintf(stderr, "[calibration statistics from %s (an earlier run or another shard made them)]\n", stats_path.c_str());
             } else {
                 CalibrationOptions co = a.calib;
                 if (co.save_stats.empty()) co.save_stats = stats_path.string();
