@@ -56,8 +56,8 @@ wait "$pid" 2> /dev/null || true
 same_reports hand "--shard by hand (one shard killed and resumed)"
 # The calibration statistics were computed once and shared: shards 1 and 2 own GPTQ chunks; of the runs
 # not killed, at most one computed them, and the others loaded them from the output folder.
-computed=$(grep -l "^\[calibration: " hand0.log hand1b.log hand2.log | wc -l)
-loaded=$(grep -l "calibration statistics from hand/calibration.gguf" hand0.log hand1b.log hand2.log | wc -l)
+computed=$(cat hand0.log hand1b.log hand2.log | tr '\r' '\n' | grep -c "^\[calibration: " || true)
+loaded=$(cat hand0.log hand1b.log hand2.log | grep -c "calibration statistics from hand/calibration.gguf" || true)
 [ "$computed" -le 1 ] && [ $((computed + loaded)) -ge 2 ] || fail "calibration computed $computed times, loaded $loaded times"
 
 # 2. A Slurm array of 3 tasks, run here one after the other in a shuffled order; the last one merges.

@@ -256,21 +256,44 @@ std::filesystem::path evaluate_sharded(const std::string& name, std::size_t shar
     const ShardFiles files{dir};
     const auto chunks = work_chunks(variants.size() - 1, {data[0].size(), data[1].size()}, decoding.max_batch);
     const auto owners = assign_shards(chunks, shards);
-    for (std::size_t s = shards; s-- > 0;) {  // the last shard first: the reference is made by whoever comes first
+    const auto reference_chunks = work_chunks(1, {data[0].size(), data[1].size()}, decoding.max_batch);
+    const auto reference_owner = assign_shards(reference_chunks, shards);
+    for (std::size_t s = shards; s-- > 0;) {  // the last shard first: it answers every reference chunk itself
         const ShardSpec spec{s, shards};
-        std::vector<ResponseRecord> reference;
-        {
-            const FolderLock lock(files.reference_lock());
-            Journal rj = Journal::open(files.reference_journal(), c, JournalMode::resume);
-            E re(rj, judge, decoding, "fp");
-            ScriptedModel fp;
-            for (const auto& d : data) re.run("fp", fp, d, false);
-            if (rj.variants().empty()) rj.append(info("fp"));
-            reference = rj.records();
-        }
         Journal journal = Journal::open(files.journal(spec), c, JournalMode::start_new);
         E evaluator(journal, judge, decoding, "fp");
+        // As qsafe eval does: own reference chunks, then any still missing from every journal, each under its lock.
+        auto reference_answers = [&] {
+            std::vector<ResponseRecord> out;
+            for (std::size_t i = 0; i < shards; ++i) {
+                if (i == s) {
+                    for (const auto& r : journal.records()) out.push_back(r);
+                } else if (std::filesystem::exists(files.journal({i, shards}))) {
+                    for (const auto& r : read_journal(files.journal({i, shards})).records) out.push_back(r);
+                }
+            }
+            std::erase_if(out, [](const ResponseRecord& r) { return r.variant != "fp"; });
+            return out;
+        };
+        auto answer = [&](const WorkChunk& chunk) {
+            const FolderLock lock(files.reference_chunk_lock(chunk.dataset, chunk.first_row));
+            const auto known = reference_answers();
+            std::size_t have = 0;
+            for (const auto& r : known)
+                if (r.dataset == data[chunk.dataset].name()) {
+                    for (std::size_t i = chunk.first_row; i < chunk.first_row + chunk.rows; ++i) have += data[chunk.dataset][i].id == r.prompt_id;
+                }
+            if (have == chunk.rows) return;
+            ScriptedModel fp;
+            evaluator.run("fp", fp, data[chunk.dataset], false, [&](std::size_t row) { return row == chunk.first_row; });
+        };
+        for (std::size_t k = 0; k < reference_chunks.size(); ++k)
+            if (reference_owner[k] == s) answer(reference_chunks[k]);
+        for (const auto& chunk : reference_chunks) answer(chunk);
+        const std::vector<ResponseRecord> reference = reference_answers();
+        CHECK(reference.size() == 25);
         evaluator.take_reference_answers_from(&reference);
+        if (s == 0) journal.append(info("fp"));
         for (std::size_t v = 1; v < variants.size(); ++v) {
             ScriptedModel m;
             m.quantized = true;
@@ -334,6 +357,27 @@ TEST_CASE("sharding: the merge refuses an unfinished, incomplete or inconsistent
     CHECK_THROWS_WITH_AS(merge_shards(dir), doctest::Contains("its marker says"), qsafe::format_error);
     std::ofstream(journal, std::ios::trunc) << text;
     CHECK_NOTHROW(merge_shards(dir));
+    // Two shards with different answers to one prompt (journals of two runs mixed); the same answer twice
+    // (a reference chunk answered again after a kill mid-chunk) is fine.
+    {
+        const auto records = read_journal(files.journal({0, 3})).records;
+        REQUIRE(!records.empty());
+        ResponseRecord copy = records.front();
+        copy.seconds += 1.0;
+        const auto append = [&](const ResponseRecord& r) {
+            std::ofstream(journal, std::ios::app) << nlohmann::ordered_json(r).dump() << "\n";
+            ShardDone{{2, 3}, "fp", {"fp", "q1", "q2"}, read_journal(journal).records.size()}.write(files);
+        };
+        append(copy);
+        CHECK_NOTHROW(merge_shards(dir));
+        std::ofstream(journal, std::ios::trunc) << text;
+        copy.response = "something else";
+        append(copy);
+        CHECK_THROWS_WITH_AS(merge_shards(dir), doctest::Contains("a different answer for variant"), qsafe::format_error);
+        std::ofstream(journal, std::ios::trunc) << text;
+        ShardDone{{2, 3}, "fp", {"fp", "q1", "q2"}, read_journal(journal).records.size()}.write(files);
+        CHECK_NOTHROW(merge_shards(dir));
+    }
     // Journals of runs split differently in one folder.
     std::ofstream(dir / "journal-shard-0-of-5.jsonl") << "";
     CHECK_THROWS_WITH_AS(merge_shards(dir), doctest::Contains("different numbers of shards (3 and 5)"), qsafe::config_error);

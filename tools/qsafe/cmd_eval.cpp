@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 #include <thread>
 #include <tuple>
 #include <cstdio>
@@ -332,31 +333,74 @@ void run_eval(const MpiSession* mpi) {
             return;
         }
 
-        // A shard: the reference's answers first (made once, by whichever shard gets here first), then the
-        // chunks of the other variants this shard owns.
-        std::vector<qsafe::eval::ResponseRecord> reference_records;
-        {
-            const qsafe::eval::FolderLock lock(files.reference_lock(), [] {
-                std::fprintf(stderr, "[waiting for another shard to finish the reference answers]\n");
-            });
-            auto reference_journal = open_journal(files.reference_journal(), qsafe::eval::JournalMode::resume);
-            Eval reference_evaluator(reference_journal, *judge, a.decoding, "fp");
-            evaluate(specs.front(), reference_journal, reference_evaluator, {}, true, reference_journal.records());
-            reference_records = reference_journal.records();
-        }
+        // A shard. First the reference's answers, which every shard needs (agreement, safety KL): its own
+        // share of their chunks, then any chunk still missing — one whose owner is slow, dead or not started
+        // yet — under that chunk's lock, so no chunk is answered twice and no shard waits for one that
+        // never comes. Then the chunks of the other variants this shard owns.
         auto journal = open_journal(files.journal(shard), mode);
         Eval evaluator(journal, *judge, a.decoding, "fp");
-        evaluator.take_reference_answers_from(&reference_records);
         std::vector<std::size_t> rows;
         for (const auto& d : datasets) rows.push_back(d.size());
+        const auto reference_chunks = qsafe::eval::work_chunks(1, rows, a.decoding.max_batch);
+        const auto reference_owner = qsafe::eval::assign_shards(reference_chunks, shard.count);
+        // The reference's answers in every shard's journal, this one's included (others' are read as they
+        // stand: complete lines only).
+        auto reference_answers = [&] {
+            std::vector<qsafe::eval::ResponseRecord> out;
+            for (std::size_t i = 0; i < shard.count; ++i) {
+                const auto path = files.journal({i, shard.count});
+                const std::vector<qsafe::eval::ResponseRecord>* records = &journal.records();
+                qsafe::eval::JournalContents other;
+                if (i != shard.index) {
+                    if (!std::filesystem::exists(path)) continue;
+                    other = qsafe::eval::read_journal(path);
+                    records = &other.records;
+                }
+                for (const auto& r : *records)
+                    if (r.variant == "fp") out.push_back(r);
+            }
+            return out;
+        };
+        auto chunk_answered = [&](const qsafe::eval::WorkChunk& c, const std::vector<qsafe::eval::ResponseRecord>& answers) {
+            std::set<std::string, std::less<>> ids;
+            for (const auto& r : answers)
+                if (r.dataset == datasets[c.dataset].name()) ids.insert(r.prompt_id);
+            for (std::size_t i = c.first_row; i < c.first_row + c.rows; ++i)
+                if (!ids.contains(datasets[c.dataset][i].id)) return false;
+            return true;
+        };
+        std::optional<qsafe::eval::LlamaChatModel> fp_chat;
+        auto answer_reference_chunk = [&](const qsafe::eval::WorkChunk& c, bool waited) {
+            const qsafe::eval::FolderLock lock(files.reference_chunk_lock(c.dataset, c.first_row), [&] {
+                std::fprintf(stderr, "[waiting for another shard answering reference chunk %s rows %zu-%zu]\n",
+                             datasets[c.dataset].name().c_str(), c.first_row, c.first_row + c.rows - 1);
+            });
+            if (chunk_answered(c, reference_answers())) return;
+            if (!fp_chat) fp_chat.emplace(fp());
+            if (waited) std::fprintf(stderr, "[answering reference chunk %s rows %zu-%zu of another shard]\n",
+                                     datasets[c.dataset].name().c_str(), c.first_row, c.first_row + c.rows - 1);
+            evaluator.run("fp", *fp_chat, datasets[c.dataset], true, [&](std::size_t first) { return first == c.first_row; });
+        };
+        for (std::size_t c = 0; c < reference_chunks.size(); ++c)
+            if (reference_owner[c] == shard.index) answer_reference_chunk(reference_chunks[c], false);
+        {
+            const auto answers = reference_answers();
+            for (std::size_t c = 0; c < reference_chunks.size(); ++c)
+                if (!chunk_answered(reference_chunks[c], answers)) answer_reference_chunk(reference_chunks[c], true);
+        }
+        const std::vector<qsafe::eval::ResponseRecord> reference_records = reference_answers();
+        evaluator.take_reference_answers_from(&reference_records);
+        // Shard 0 describes the reference (its quality and safety KL need every reference answer).
+        if (shard.index == 0) evaluate(specs.front(), journal, evaluator, [](std::size_t, std::size_t) { return false; }, true, reference_records);
+
         const auto chunks = qsafe::eval::work_chunks(specs.size() - 1, rows, a.decoding.max_batch);
         const auto owners = qsafe::eval::assign_shards(chunks, shard.count);
         std::map<std::tuple<std::size_t, std::size_t, std::size_t>, std::size_t> owner_of;
         for (std::size_t c = 0; c < chunks.size(); ++c) owner_of[{chunks[c].variant, chunks[c].dataset, chunks[c].first_row}] = owners[c];
         std::size_t owned = 0;
         for (const std::size_t o : owners) owned += o == shard.index;
-        std::fprintf(stderr, "[shard %s: %zu of the %zu chunks of %zu rows]\n", shard.to_string().c_str(), owned, chunks.size(),
-                     a.decoding.max_batch);
+        std::fprintf(stderr, "[shard %s: %zu of the %zu chunks of %zu rows of the variants]\n", shard.to_string().c_str(), owned,
+                     chunks.size(), a.decoding.max_batch);
         for (std::size_t v = 1; v < specs.size(); ++v) {
             const Take take = [&, v](std::size_t d, std::size_t first) { return owner_of.at({v - 1, d, first}) == shard.index; };
             bool any = false;

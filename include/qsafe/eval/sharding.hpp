@@ -9,13 +9,16 @@
 // contiguous stretch holding about 1/N of the rows: balanced, and each shard loads (and quantizes) only the
 // few variants its stretch touches.
 //
-// The reference's answers are not split: every shard needs all of them (to score agreement with each
-// answer, and for the safety KL), so the first shard to need them makes them once, under a lock in the
-// output folder, into their own journal, while later shards wait for the lock and read them. Calibration
-// statistics are shared the same way. Each shard writes its own journal and, when it has finished, a
-// marker; `merge_shards` checks that every shard finished and that every row of every dataset was answered
-// exactly once, and writes one journal (journal.jsonl) from which the report is computed as for an
-// unsharded run — byte-identical, since the metrics depend only on the records, not on their order.
+// The reference's answers are split the same way, but every shard needs all of them (to score each answer's
+// agreement with the reference, and for the safety KL): a shard first answers its own reference chunks,
+// then every reference chunk still missing from all journals — one whose shard is slow, has died or has
+// not started (a Slurm array may run its tasks one after another) — each under that chunk's lock in the
+// output folder, so a chunk is answered once (or, after a kill mid-chunk, again with the same bytes) and no
+// shard waits for one that never comes. Calibration statistics are made once, under a lock, and shared.
+// Each shard writes its own journal and, when it has finished, a marker; `merge_shards` checks that every
+// shard finished and that every row of every dataset was answered, and returns what one unsharded journal
+// would hold, from which the report is computed as for an unsharded run — byte-identical, since the
+// metrics depend only on the records, not on their order.
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -76,8 +79,11 @@ struct ShardFiles {
 
     std::filesystem::path journal(const ShardSpec& s) const { return folder / ("journal-" + s.file_stem() + ".jsonl"); }
     std::filesystem::path done_marker(const ShardSpec& s) const { return folder / (s.file_stem() + ".done.json"); }
-    std::filesystem::path reference_journal() const { return folder / "journal-reference.jsonl"; }
-    std::filesystem::path reference_lock() const { return folder / "reference.lock"; }
+    /// Held while a shard answers the reference's chunk of `dataset` (index) from `first_row` on.
+    std::filesystem::path reference_chunk_lock(std::size_t dataset, std::size_t first_row) const {
+        std::filesystem::create_directories(folder / "locks");
+        return folder / "locks" / ("reference-" + std::to_string(dataset) + "-" + std::to_string(first_row) + ".lock");
+    }
     std::filesystem::path calibration_lock() const { return folder / "calibration.lock"; }
     std::filesystem::path merged_journal() const { return folder / "journal.jsonl"; }
 };
@@ -251,35 +257,34 @@ inline MergedRun merge_shards(const std::filesystem::path& folder) {
     out.variant_order = done.front().variants;
     out.reference = done.front().reference;
 
-    if (!std::filesystem::exists(files.reference_journal()))
-        throw config_error(files.reference_journal().string() + ": missing; the reference answers every shard needs are not there");
-    JournalContents reference = read_journal(files.reference_journal());
-    out.config = reference.config;
-    std::set<std::string> seen;
-    const auto add_record = [&](ResponseRecord r, const std::filesystem::path& from) {
-        if (!seen.insert(detail::journal_key(r.dataset, r.variant, r.prompt_id)).second)
-            throw format_error(from.string() + ": a second answer for variant '" + r.variant + "', prompt '" + r.prompt_id +
-                               "' of dataset '" + r.dataset + "' (another shard answered it too)");
-        out.records.push_back(std::move(r));
-    };
-    for (auto& r : reference.records) {
-        if (r.variant != out.reference)
-            throw format_error(files.reference_journal().string() + ": holds answers of variant '" + r.variant + "', not only the reference's");
-        add_record(std::move(r), files.reference_journal());
-    }
+    std::map<std::string, std::size_t> index_of;  // record key -> position in out.records
     std::map<std::string, VariantInfo> infos;
-    for (auto& v : reference.variants) infos[v.name] = std::move(v);
     for (std::size_t i = 0; i < *count; ++i) {
         const ShardSpec s{i, *count};
         const auto path = files.journal(s);
+        if (!std::filesystem::exists(path)) throw config_error(path.string() + ": missing, though shard " + s.to_string() + " says it finished");
         JournalContents shard = read_journal(path);
+        if (i == 0) out.config = shard.config;
         if (shard.config != out.config)
-            throw format_error(path.string() + ": was written with other settings than the reference journal (" +
+            throw format_error(path.string() + ": was written with other settings than shard 0's journal (" +
                                describe_config_differences(out.config, shard.config) + ")");
         if (shard.records.size() != done[i].records)
             throw format_error(path.string() + ": holds " + std::to_string(shard.records.size()) + " answers, but its marker says " +
                                std::to_string(done[i].records));
-        for (auto& r : shard.records) add_record(std::move(r), path);
+        for (auto& r : shard.records) {
+            auto key = detail::journal_key(r.dataset, r.variant, r.prompt_id);
+            if (const auto it = index_of.find(key); it != index_of.end()) {
+                // A reference chunk answered again after a kill mid-chunk: the same batch gives the same
+                // answer. Anything else means two runs' journals were mixed.
+                ResponseRecord earlier = out.records[it->second];
+                earlier.seconds = r.seconds;
+                if (earlier == r) continue;
+                throw format_error(path.string() + ": a different answer for variant '" + r.variant + "', prompt '" + r.prompt_id +
+                                   "' of dataset '" + r.dataset + "' than another shard's");
+            }
+            index_of.emplace(std::move(key), out.records.size());
+            out.records.push_back(std::move(r));
+        }
         for (auto& v : shard.variants) infos[v.name] = std::move(v);
     }
 
