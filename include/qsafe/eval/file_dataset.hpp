@@ -81,10 +81,11 @@ inline PromptDataset load_dataset_entry(std::string_view entry, const FileDatase
 inline std::vector<PromptDataset> load_dataset_entries(const std::vector<std::string>& entries, const FileDatasetColumns& columns,
                                                        const DataOptions& options = {}) {
     if (entries.empty()) throw config_error("no dataset given");
-    std::vector<PromptDataset> out;
-    for (std::size_t i = 0; i < entries.size(); ++i) {
+    for (std::size_t i = 0; i < entries.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
             if (entries[i] == entries[j]) throw config_error("dataset '" + entries[i] + "' is named twice");
+    std::vector<PromptDataset> out;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
         out.push_back(load_dataset_entry(entries[i], columns, options));
         for (std::size_t j = 0; j + 1 < out.size(); ++j)
             if (out[j].name() == out.back().name())
