@@ -83,3 +83,4 @@
 #include "qsafe/eval/sharding.hpp"
 #include "qsafe/eval/statistics.hpp"
 #include "qsafe/eval/svg_plot.hpp"
+#include "qsafe/eval/xml_escape.hpp"

@@ -335,6 +335,16 @@ void make_gguf_cases(const fs::path& out) {
     }
 }
 
+/// The small byte-level BPE tokenizer and the ChatML template of the valid model, as GGUF metadata.
+void set_tokenizer_and_template(qsafe::gguf::Writer& w) {
+    std::vector<std::string> merge_lines;
+    for (const auto& [l, r] : merges) merge_lines.push_back(l + " " + r);
+    w.set("tokenizer.ggml.model", std::string("gpt2"));
+    w.set("tokenizer.ggml.tokens", Value::array_of(vocabulary()));
+    w.set("tokenizer.ggml.merges", Value::array_of(merge_lines));
+    w.set("tokenizer.chat_template", chatml);
+}
+
 /// A model whose token embedding alone is 2^24 x 16384 (a Q4_0 file of 154 GB, sparse on disk: only its
 /// header and last tensor are written): loading would need 2 TiB of fp32 before any layer is built.
 void make_huge_model(const fs::path& path) {
@@ -348,12 +358,7 @@ void make_huge_model(const fs::path& path) {
     w.set("llama.feed_forward_length", width);
     w.set("llama.attention.head_count", std::uint32_t{128});
     w.set("llama.attention.head_count_kv", std::uint32_t{128});
-    std::vector<std::string> merge_lines;
-    for (const auto& [l, r] : merges) merge_lines.push_back(l + " " + r);
-    w.set("tokenizer.ggml.model", std::string("gpt2"));
-    w.set("tokenizer.ggml.tokens", Value::array_of(vocabulary()));
-    w.set("tokenizer.ggml.merges", Value::array_of(merge_lines));
-    w.set("tokenizer.chat_template", chatml);
+    set_tokenizer_and_template(w);
     w.add_tensor("token_embd.weight", {width, 1}, qsafe::GgmlType::Q4_0, std::vector<std::byte>(q4_0_row_bytes));
     w.add_tensor_f32("blk.0.attn_norm.weight", {width}, std::vector<float>(width, 1.0f));
     w.write(path);
@@ -381,12 +386,7 @@ void make_deep_model(const fs::path& path) {
     w.set("llama.feed_forward_length", ffn);
     w.set("llama.attention.head_count", heads);
     w.set("llama.attention.head_count_kv", heads);
-    std::vector<std::string> merge_lines;
-    for (const auto& [l, r] : merges) merge_lines.push_back(l + " " + r);
-    w.set("tokenizer.ggml.model", std::string("gpt2"));
-    w.set("tokenizer.ggml.tokens", Value::array_of(vocabulary()));
-    w.set("tokenizer.ggml.merges", Value::array_of(merge_lines));
-    w.set("tokenizer.chat_template", chatml);
+    set_tokenizer_and_template(w);
     // Every matrix is written with one row and given its real row count below; its data lands in the hole.
     std::vector<std::uint64_t> rows;  // per tensor, in order; 0 = a 1-D f32 norm
     auto matrix = [&](const std::string& name, std::uint64_t r, std::uint64_t cols) {

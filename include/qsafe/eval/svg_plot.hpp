@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "qsafe/eval/metrics.hpp"
+#include "qsafe/eval/xml_escape.hpp"
 
 namespace qsafe::eval {
 
@@ -27,22 +28,6 @@ struct PlotOptions {
 };
 
 namespace detail {
-
-inline std::string xml_escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (const char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&apos;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
 
 /// Coordinates with two decimals: fine enough for any screen, and stable text.
 inline std::string svg_number(double value) {

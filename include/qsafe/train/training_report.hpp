@@ -46,7 +46,7 @@ inline std::string curve_panel(double left, double top, double width, double hei
     auto y_of = [&](double y) { return top + height * (1.0 - (y - lo) / (hi - lo)); };
     static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
     std::string out = "<g class=\"panel\">\n<text x=\"" + svg_number(left + width / 2) + "\" y=\"" + svg_number(top - 10) +
-                      "\" text-anchor=\"middle\" font-size=\"14\">" + eval::detail::xml_escape(title) + "</text>\n";
+                      "\" text-anchor=\"middle\" font-size=\"14\">" + eval::xml_escape(title) + "</text>\n";
     out += "<rect x=\"" + svg_number(left) + "\" y=\"" + svg_number(top) + "\" width=\"" + svg_number(width) + "\" height=\"" + svg_number(height) +
            "\" fill=\"none\" stroke=\"#888\"/>\n";
     for (int t = 0; t <= 4; ++t) {
@@ -64,7 +64,7 @@ inline std::string curve_panel(double left, double top, double width, double hei
             if (std::isfinite(series[s].second[i])) points += svg_number(x_of(i)) + "," + svg_number(y_of(series[s].second[i])) + " ";
         out += "<polyline fill=\"none\" stroke=\"" + std::string(colours[s % 4]) + "\" stroke-width=\"1.5\" points=\"" + points + "\"/>\n";
         out += "<text x=\"" + svg_number(left + width - 4) + "\" y=\"" + svg_number(top + 16 + 14 * static_cast<double>(s)) +
-               "\" text-anchor=\"end\" font-size=\"11\" fill=\"" + colours[s % 4] + "\">" + eval::detail::xml_escape(series[s].first) + "</text>\n";
+               "\" text-anchor=\"end\" font-size=\"11\" fill=\"" + colours[s % 4] + "\">" + eval::xml_escape(series[s].first) + "</text>\n";
     }
     return out + "</g>\n";
 }
@@ -83,7 +83,7 @@ inline std::string training_curves_svg(const std::vector<StepRecord>& history, O
     const double width = 900, height = 320;
     std::string out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + eval::detail::svg_number(width) + "\" height=\"" + eval::detail::svg_number(height) +
                       "\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    out += "<text x=\"" + eval::detail::svg_number(width / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">" + eval::detail::xml_escape(title) + "</text>\n";
+    out += "<text x=\"" + eval::detail::svg_number(width / 2) + "\" y=\"22\" text-anchor=\"middle\" font-size=\"16\">" + eval::xml_escape(title) + "</text>\n";
     const std::size_t n = history.size();
     out += detail::curve_panel(70, 60, 340, 220, objective == Objective::sft ? "masked token loss" : "DPO loss", {{"loss", loss}}, n);
     if (objective == Objective::sft)
