@@ -25,6 +25,7 @@
 #include "qsafe/eval/report.hpp"
 #include "qsafe/eval/safety_kl.hpp"
 #include "qsafe/eval/sharding.hpp"
+#include "qsafe/eval_run.hpp"
 #include "qsafe/evaluation_report.hpp"
 #include "qsafe/mpi_session.hpp"
 #include "qsafe/model/kl_divergence.hpp"
@@ -33,26 +34,7 @@
 namespace qsafe_cli {
 
 namespace {
-// Variant specs may contain commas inside "rules=..."; such a variant is given with its own --variant.
-struct EvalArgs {
-    std::string model = "smollm2", chat_template, out = "results", judge = "refusal", datasets = "default";
-    std::string variants = "fp,int4-g128-asym:rtn,int2-g32-asym:rtn";
-    std::vector<std::string> extra_variants;
-    std::size_t limit = 0, judge_chars = 200, quality_windows = 0;
-    std::uint64_t seed = 0;
-    double max_empty_pct = 50.0;
-    bool resume = false, no_stratify = false, no_safety_kl = false;
-    int threads = 0;
-    qsafe::eval::DecodingOptions decoding;
-    CalibrationOptions calib;
-    qsafe::GptqOptions gptq;
-    DatasetFileOptions dataset_files;
-    std::string shard;  // "I/N"
-    bool merge_when_done = false;
-    bool mpi = false;
-};
 EvalArgs eval_options;  // the parsed options (CLI11 writes into them before the callback runs)
-void run_eval(const MpiSession* mpi);
 
 /// "default, advbench, ..." from the registry, so the help text cannot fall behind it.
 std::string dataset_names() {
@@ -102,19 +84,19 @@ void add_eval_command(CLI::App& app) {
     a.calib.add_to(*cmd, false);
     a.dataset_files.add_to(*cmd);
     cmd->add_option("--shard", a.shard,
-                    "run shard I of N (0-based, e.g. 0/4): its share of the chunks of every variant but the reference, whose answers "
-                    "the first shard makes for all; each shard writes its own journal in --out (see qsafe merge)");
+                    "run shard I of N (0-based, e.g. 0/4): about 1/N of the chunks of --batch rows of every variant, plus any reference "
+                    "chunk no shard has answered yet; each shard writes its own journal in --out (then: qsafe merge)");
     cmd->add_flag("--merge-when-done", a.merge_when_done,
                   "with --shard: the shard that finds every shard finished merges them and writes the report (Slurm arrays)");
     cmd->add_flag("--mpi", a.mpi,
                   "one shard per MPI rank (mpirun -np N qsafe eval --mpi ...); rank 0 merges when every rank is done. Threads per "
                   "rank default to this host's cores divided by its ranks");
     cmd->callback([] {
-        if (!eval_options.mpi) return run_eval(nullptr);
+        if (!eval_options.mpi) return run_evaluation(eval_options, nullptr);
         if (!eval_options.shard.empty()) throw qsafe::config_error("--mpi and --shard both say which shard to run: give one");
         MpiSession mpi;
         try {
-            run_eval(&mpi);
+            run_evaluation(eval_options, &mpi);
         } catch (const SuspectResults&) {
             throw;  // rank 0, after every rank finished: the report is written
         } catch (const std::exception& e) {
@@ -125,13 +107,15 @@ void add_eval_command(CLI::App& app) {
     });
 }
 
-namespace {
-void run_eval(const MpiSession* mpi) {
-        const EvalArgs& a = eval_options;
+void run_evaluation(const EvalArgs& a, const MpiSession* mpi) {
         const auto t_start = std::chrono::steady_clock::now();
         if (a.threads > 0) qsafe::set_num_threads(a.threads);
         if (mpi && a.threads <= 0)
             qsafe::set_num_threads(std::max(1, static_cast<int>(std::max(1u, std::thread::hardware_concurrency()) / mpi->local_size())));
+
+        const qsafe::eval::ShardSpec shard = mpi            ? qsafe::eval::ShardSpec{mpi->rank(), mpi->size()}
+                                             : a.shard.empty() ? qsafe::eval::ShardSpec{}
+                                                               : qsafe::eval::ShardSpec::parse(a.shard);
 
         // Variants: the reference first (every comparison needs its answers).
         std::vector<qsafe::VariantSpec> specs;
@@ -180,7 +164,7 @@ void run_eval(const MpiSession* mpi) {
             judge = make_judge(a.judge);
         }
 
-        // Journal(s): one for an unsharded run; for a shard, its own plus the reference's, shared by all shards.
+        // The journal: journal.jsonl for an unsharded run; a shard's own (journal-shard-I-of-N.jsonl) otherwise.
         std::filesystem::create_directories(a.out);
         qsafe::eval::RunConfig config;
         config.model = model_path.filename().string();
@@ -189,9 +173,6 @@ void run_eval(const MpiSession* mpi) {
         config.decoding = a.decoding.to_json();
         config.decoding["limit"] = a.limit;
         config.decoding["seed"] = a.seed;
-        const qsafe::eval::ShardSpec shard = mpi            ? qsafe::eval::ShardSpec{mpi->rank(), mpi->size()}
-                                             : a.shard.empty() ? qsafe::eval::ShardSpec{}
-                                                               : qsafe::eval::ShardSpec::parse(a.shard);
         const qsafe::eval::ShardFiles files{a.out};
         auto open_journal = [&](const std::filesystem::path& path, qsafe::eval::JournalMode mode) {
             auto journal = qsafe::eval::Journal::open(path, config, mode);
@@ -423,6 +404,4 @@ void run_eval(const MpiSession* mpi) {
             std::fprintf(stderr, "[when every shard has finished: qsafe merge %s]\n", a.out.c_str());
         }
 }
-}  // namespace
-
 }  // namespace qsafe_cli

@@ -32,4 +32,5 @@ void add_align_command(CLI::App& app);
 void add_patch_command(CLI::App& app);
 void add_gate_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
 }  // namespace qsafe_cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
     qsafe_cli::add_patch_command(app);
     qsafe_cli::add_gate_command(app);
     qsafe_cli::add_merge_command(app);
+    qsafe_cli::add_sweep_command(app);
     try {
         qsafe::active_isa();  // the instruction-set level, decided once at start (a bad QSAFE_ISA fails here)
         app.parse(argc, argv);
